@@ -1,0 +1,1 @@
+"""The ASR training recipe: models, Lightning modules, data, decoding and metrics."""

@@ -1,0 +1,5 @@
+"""seqloss: exact sequence losses (CTC, simplified CTC, RNN-T, modified transducer, SSNT)."""
+from .ctc import ctc_loss, simple_ctc_loss
+from .rnnt import modified_rnnt_loss, rnnt_loss
+
+__all__ = ["ctc_loss", "simple_ctc_loss", "rnnt_loss", "modified_rnnt_loss"]

@@ -1,0 +1,95 @@
+"""The CTC lattice over the blank-extended label sequence.
+
+For a target y_1..y_L, the extended sequence is l' = (blank, y_1, blank, y_2, ..., y_L, blank),
+S = 2L + 1 states. With e_t(s) = lp_t(l'_s):
+
+    alpha_0(0) = e_0(0),  alpha_0(1) = e_0(1),  alpha_0(s > 1) = -inf
+    alpha_t(s) = e_t(s) + LSE(alpha_{t-1}(s), alpha_{t-1}(s-1), [alpha_{t-1}(s-2) if l'_s != blank, l'_s != l'_{s-2}])
+    log P      = LSE(alpha_{T-1}(S-1), alpha_{T-1}(S-2))
+
+beta mirrors it from the end (beta_t includes e_t(s)); the state occupancy is
+gamma_t(s) = exp(alpha_t(s) + beta_t(s) - e_t(s) - log P) = d log P / d e_t(s).
+"""
+import torch
+
+from .semiring import NEG_INF, log_add, occupancy
+
+
+def extended_labels(targets: torch.Tensor, blank: int) -> torch.Tensor:
+    """(B, L) targets -> (B, 2L+1) blank-interleaved label sequence."""
+    batch, max_len = targets.shape
+    ext = torch.full((batch, 2 * max_len + 1), blank, dtype=targets.dtype, device=targets.device)
+    ext[:, 1::2] = targets
+    return ext
+
+
+def _skip_allowed(ext: torch.Tensor, blank: int) -> torch.Tensor:
+    """(B, S) bool: the transition s-2 -> s is allowed (a label different from the one before)."""
+    allowed = torch.zeros_like(ext, dtype=torch.bool)
+    allowed[:, 2:] = (ext[:, 2:] != blank) & (ext[:, 2:] != ext[:, :-2])
+    return allowed
+
+
+def _shift(x: torch.Tensor, k: int) -> torch.Tensor:
+    """x[..., s - k] along the last dim with -inf fill (k > 0 shifts right, k < 0 left)."""
+    fill = torch.full_like(x[..., : abs(k)], NEG_INF)
+    if k > 0:
+        return torch.cat([fill, x[..., :-k]], dim=-1)
+    return torch.cat([x[..., -k:], fill], dim=-1)
+
+
+def emissions(log_probs: torch.Tensor, ext: torch.Tensor, input_lengths: torch.Tensor) -> torch.Tensor:
+    """(T, B, V) scores -> (T, B, S) e_t(s) = lp_t(l'_s), -inf on frames t >= T_b."""
+    num_frames = log_probs.shape[0]
+    e = log_probs.gather(2, ext.unsqueeze(0).expand(num_frames, -1, -1))
+    frame = torch.arange(num_frames, device=log_probs.device).unsqueeze(1)
+    return torch.where((frame < input_lengths.unsqueeze(0)).unsqueeze(2), e, NEG_INF)
+
+
+def ctc_alpha(e: torch.Tensor, ext: torch.Tensor, target_lengths: torch.Tensor, input_lengths: torch.Tensor,
+              blank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward variables alpha (T, B, S) and log P (B,). Differentiable (used for double backward)."""
+    num_frames, _, num_states = e.shape
+    skip = _skip_allowed(ext, blank)
+    state = torch.arange(num_states, device=e.device)
+    alpha = torch.where(state < 2, e[0], NEG_INF)
+    alphas = [alpha]
+    for t in range(1, num_frames):
+        prev = log_add(alpha, _shift(alpha, 1))
+        prev = log_add(prev, torch.where(skip, _shift(alpha, 2), NEG_INF))
+        alpha = e[t] + prev
+        alphas.append(alpha)
+    alphas = torch.stack(alphas)
+    last = alphas.gather(0, (input_lengths - 1).clamp(min=0).view(1, -1, 1).expand(1, -1, num_states))[0]
+    end = 2 * target_lengths
+    log_p = log_add(last.gather(1, end.unsqueeze(1))[:, 0],
+                    torch.where(end > 0, last.gather(1, (end - 1).clamp(min=0).unsqueeze(1))[:, 0], NEG_INF))
+    log_p = torch.where(input_lengths > 0, log_p, torch.where(target_lengths == 0, 0.0, NEG_INF))
+    return alphas, log_p
+
+
+def ctc_beta(e: torch.Tensor, ext: torch.Tensor, target_lengths: torch.Tensor, input_lengths: torch.Tensor,
+             blank: int) -> torch.Tensor:
+    """Backward variables beta (T, B, S), beta_t(s) = log P(frames t..T_b-1 | state s at t), incl. e_t(s)."""
+    num_frames, _, num_states = e.shape
+    skip_into = _shift(torch.where(_skip_allowed(ext, blank), 0.0, NEG_INF), -2)  # allowed s -> s+2
+    state = torch.arange(num_states, device=e.device).unsqueeze(0)
+    end = 2 * target_lengths.unsqueeze(1)
+    final = (state == end) | ((state == end - 1) & (end > 0))
+    beta = torch.full_like(e[0], NEG_INF)
+    betas = []
+    for t in range(num_frames - 1, -1, -1):
+        nxt = log_add(beta, _shift(beta, -1))
+        nxt = log_add(nxt, _shift(beta, -2) + skip_into)
+        is_last = (input_lengths - 1 == t).unsqueeze(1)
+        beta = e[t] + torch.where(is_last, torch.where(final, 0.0, NEG_INF), nxt)
+        betas.append(beta)
+    return torch.stack(betas[::-1])
+
+
+def ctc_occupancy(e, ext, target_lengths, input_lengths, blank):
+    """log P (B,) and state occupancies gamma (T, B, S) = d log P / d e."""
+    alpha, log_p = ctc_alpha(e, ext, target_lengths, input_lengths, blank)
+    beta = ctc_beta(e, ext, target_lengths, input_lengths, blank)
+    gamma = occupancy(alpha + beta - e, log_p.view(1, -1, 1))
+    return log_p, gamma

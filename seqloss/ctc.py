@@ -1,0 +1,195 @@
+"""CTC and simplified CTC: drop-in replacements for ``torch.nn.functional.ctc_loss``.
+
+Stage 1 gathers the scores each path needs from log_probs (T, B, V); stage 2 runs the lattice
+(``_lattice.ctc`` or, for simplified CTC, the one-symbol-per-frame transducer lattice); stage 3
+scatters the occupancies back to (T, B, V). log_probs are treated as free scores: the gradient is
+d(-log P)/d log_probs = -occupancy, which is right whether or not the input is normalised.
+"""
+import torch
+
+from . import _checks
+from ._lattice import ctc as ctc_lattice
+from ._lattice.semiring import NEG_INF
+from ._lattice.transducer import transducer_log_likelihood, transducer_occupancy
+
+
+def _scatter_to_classes(mass: torch.Tensor, index: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """out[..., v] = sum_k mass[..., k] * [index[..., k] == v]; deterministic on every device."""
+    if mass.device.type == "cpu":
+        out = mass.new_zeros(*mass.shape[:-1], num_classes)
+        return out.scatter_add_(-1, index.expand_as(mass), mass)
+    one_hot = torch.nn.functional.one_hot(index, num_classes).to(mass.dtype)  # (..., K, V)
+    return torch.matmul(mass.unsqueeze(-2), one_hot.expand(*mass.shape, num_classes)).squeeze(-2)
+
+
+def _prepare(log_probs, targets, input_lengths, target_lengths, blank, reduction):
+    """Validate a ctc_loss call; return (log_probs (T,B,V), padded targets (B,L), lengths, blank, unbatched)."""
+    _checks.check_reduction(reduction)
+    _checks.check_scores("log_probs", log_probs, (2, 3))
+    unbatched = log_probs.dim() == 2
+    device = log_probs.device
+    targets = _checks.as_index_tensor("targets", targets, device)
+    input_lengths = _checks.as_index_tensor("input_lengths", input_lengths, device)
+    target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
+    if unbatched:
+        if targets.dim() != 1:
+            raise ValueError(f"targets must be 1-D for unbatched (T, C) log_probs, got shape {tuple(targets.shape)}")
+        log_probs, targets = log_probs.unsqueeze(1), targets.unsqueeze(0)
+        input_lengths, target_lengths = input_lengths.reshape(1), target_lengths.reshape(1)
+    num_frames, batch, num_classes = log_probs.shape
+    _checks.check_batch("log_probs", batch)
+    blank = _checks.resolve_blank(blank, num_classes)
+    _checks.check_lengths("input_lengths", input_lengths, batch, num_frames, "log_probs.shape[0]")
+    if targets.dim() == 1:  # concatenated targets
+        _checks.check_lengths("target_lengths", target_lengths, batch, None, "")
+        if not _checks.tracing() and int(target_lengths.sum()) != targets.numel():
+            raise ValueError(f"concatenated targets must have sum(target_lengths) = {int(target_lengths.sum())} "
+                             f"elements, got {targets.numel()}")
+        max_len = int(target_lengths.max()) if batch else 0
+        offsets = torch.cumsum(target_lengths, 0) - target_lengths
+        position = torch.arange(max_len, device=device)
+        valid = position < target_lengths.unsqueeze(1)
+        index = torch.where(valid, offsets.unsqueeze(1) + position, 0)
+        targets = torch.where(valid, targets[index] if targets.numel() else torch.zeros_like(index), 0)
+    elif targets.dim() == 2:
+        if targets.shape[0] != batch:
+            raise ValueError(f"targets must have batch size {batch} (log_probs.shape[1]), got {targets.shape[0]}")
+        _checks.check_lengths("target_lengths", target_lengths, batch, targets.shape[1], "targets.shape[1]")
+    else:
+        raise ValueError(f"targets must be 2-D (padded) or 1-D (concatenated), got shape {tuple(targets.shape)}")
+    _checks.check_target_values(targets, target_lengths, num_classes, None)
+    valid = torch.arange(targets.shape[1], device=device) < target_lengths.unsqueeze(1)
+    targets = torch.where(valid, targets, blank)  # padding never reaches a gather out of range
+    return log_probs, targets, input_lengths, target_lengths, blank, unbatched
+
+
+def _ctc_nll(log_probs, targets, input_lengths, target_lengths, blank):
+    """-log P per utterance, differentiable (the double-backward path)."""
+    ext = ctc_lattice.extended_labels(targets, blank)
+    e = ctc_lattice.emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
+    return -ctc_lattice.ctc_alpha(e, ext, target_lengths, input_lengths, blank)[1]
+
+
+class _CTCFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank, zero_infinity):
+        ext = ctc_lattice.extended_labels(targets, blank)
+        e = ctc_lattice.emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
+        log_p, gamma = ctc_lattice.ctc_occupancy(e, ext, target_lengths, input_lengths, blank)
+        losses = -log_p
+        if zero_infinity:
+            losses = torch.where(torch.isinf(losses), 0.0, losses)
+        ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, gamma, ext)
+        ctx.blank, ctx.zero_infinity = blank, zero_infinity
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        log_probs, targets, input_lengths, target_lengths, gamma, ext = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            def nll(x):
+                losses = _ctc_nll(x, targets, input_lengths, target_lengths, ctx.blank)
+                return torch.where(torch.isinf(losses), 0.0, losses) if ctx.zero_infinity else losses
+            return recompute_first(nll, log_probs, grad_losses) + (None,) * 5
+        mass = _scatter_to_classes(gamma, ext.unsqueeze(0), log_probs.shape[2])
+        grad = -mass * grad_losses.to(mass.dtype).view(1, -1, 1)
+        return grad.to(log_probs.dtype), None, None, None, None, None
+
+
+def recompute_first(loss_fn, x, grad_losses):
+    return (_checks.recompute_grads(loss_fn, [x], grad_losses)[0],)
+
+
+def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
+    """Connectionist temporal classification loss, -log P(targets | log_probs).
+
+    log P = log sum over frame label sequences pi in {0..C-1}^{T_b} that collapse (merge repeats,
+    drop blanks) to the target, of sum_t log_probs[t, b, pi_t]; computed by the alpha recursion of
+    ``seqloss._lattice.ctc``.
+
+    Args:
+        log_probs: (T, B, C) or unbatched (T, C) scores, usually log_softmax outputs; any float dtype.
+        targets: (B, S) padded or 1-D concatenated int targets (values past target_lengths ignored).
+        input_lengths, target_lengths: (B,) int tensors or sequences.
+        blank: blank class id. reduction: "none" | "mean" (each loss / its target length, clamped
+            to >= 1, then batch mean) | "sum". zero_infinity: infeasible utterances give 0 and no gradient.
+
+    Unlike torch's, the gradient treats log_probs as free scores (right for unnormalised input),
+    double backward works, and results are deterministic on every device.
+    """
+    log_probs, targets, input_lengths, target_lengths, blank, unbatched = _prepare(
+        log_probs, targets, input_lengths, target_lengths, blank, reduction)
+    losses = _CTCFunction.apply(log_probs, targets, input_lengths, target_lengths, blank, bool(zero_infinity))
+    losses = losses.to(_checks.output_dtype(log_probs))
+    if unbatched and reduction == "none":
+        return losses[0]
+    return _checks.reduce(losses, reduction, target_lengths)
+
+
+# ---------------------------------------------------------------------------------------------
+# Simplified CTC (tf_seq2seq_losses): every frame emits blank or the next label, no merging.
+# It is the one-symbol-per-frame transducer lattice with scores that do not depend on u.
+# ---------------------------------------------------------------------------------------------
+def _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank):
+    """(T,B,V) -> blank (B,T,L+1) = lp_t(blank), emit (B,T,L) = lp_t(y_{l+1}), -inf outside each utterance."""
+    x = log_probs.to(_checks.compute_dtype(log_probs)).transpose(0, 1)  # (B, T, V)
+    num_labels = targets.shape[1]
+    frame_ok = (torch.arange(x.shape[1], device=x.device) < input_lengths.unsqueeze(1)).unsqueeze(2)
+    label = torch.arange(num_labels + 1, device=x.device)
+    blank_scores = torch.where(frame_ok & (label <= target_lengths.view(-1, 1, 1)),
+                               x[:, :, blank : blank + 1], NEG_INF)
+    emit_scores = x.gather(2, targets.unsqueeze(1).expand(-1, x.shape[1], -1))
+    emit_scores = torch.where(frame_ok & (label[:-1] < target_lengths.view(-1, 1, 1)), emit_scores, NEG_INF)
+    return blank_scores, emit_scores
+
+
+def _simple_ctc_nll(log_probs, targets, input_lengths, target_lengths, blank):
+    blank_s, emit_s = _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
+    return -transducer_log_likelihood(blank_s, emit_s, input_lengths, target_lengths, emit_advances_time=True)
+
+
+class _SimpleCTCFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank, zero_infinity):
+        blank_s, emit_s = _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
+        log_p, occ_blank, occ_emit = transducer_occupancy(blank_s, emit_s, input_lengths, target_lengths,
+                                                          emit_advances_time=True)
+        losses = -log_p
+        if zero_infinity:
+            losses = torch.where(torch.isinf(losses), 0.0, losses)
+        ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, occ_blank, occ_emit)
+        ctx.blank, ctx.zero_infinity = blank, zero_infinity
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        log_probs, targets, input_lengths, target_lengths, occ_blank, occ_emit = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            def nll(x):
+                losses = _simple_ctc_nll(x, targets, input_lengths, target_lengths, ctx.blank)
+                return torch.where(torch.isinf(losses), 0.0, losses) if ctx.zero_infinity else losses
+            return recompute_first(nll, log_probs, grad_losses) + (None,) * 5
+        num_frames = occ_emit.shape[1]
+        mass = _scatter_to_classes(occ_emit, targets.unsqueeze(1).expand(-1, num_frames, -1), log_probs.shape[2])
+        mass[:, :, ctx.blank] += occ_blank.sum(2)
+        grad = -(mass * grad_losses.to(mass.dtype).view(-1, 1, 1)).transpose(0, 1)
+        return grad.to(log_probs.dtype), None, None, None, None, None
+
+
+def simple_ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean",
+                    zero_infinity=False):
+    """Simplified CTC loss (tf_seq2seq_losses): every frame emits blank or the next label.
+
+        alpha_0 = (0, -inf, ...);  alpha_{t+1}(l) = LSE(alpha_t(l) + lp_t(blank), alpha_t(l-1) + lp_t(y_l))
+        loss = -alpha_{T_b}(L_b)
+
+    Repeats are not merged, so no blank is needed between equal labels; L > T is infeasible (+inf,
+    or 0 with zero_infinity). Same arguments, shapes and reductions as :func:`ctc_loss`.
+    """
+    log_probs, targets, input_lengths, target_lengths, blank, unbatched = _prepare(
+        log_probs, targets, input_lengths, target_lengths, blank, reduction)
+    losses = _SimpleCTCFunction.apply(log_probs, targets, input_lengths, target_lengths, blank, bool(zero_infinity))
+    losses = losses.to(_checks.output_dtype(log_probs))
+    if unbatched and reduction == "none":
+        return losses[0]
+    return _checks.reduce(losses, reduction, target_lengths)
