@@ -131,20 +131,31 @@ def transducer_log_likelihood(blank, emit, frames, labels, emit_advances_time: b
     return _gather_cell(alpha, frames, labels)
 
 
-def transducer_occupancy(blank, emit, frames, labels, emit_advances_time: bool):
-    """log P (B,), occ_blank (B, T, U+1) and occ_emit (B, T, U): edge posteriors = d log P / d score."""
+def transducer_marginals(blank, emit, frames, labels, emit_advances_time: bool):
+    """log P (B,), and for every real cell (t < T): alpha, beta after its blank edge, beta after its emit edge.
+
+    Returns (log_p, alpha (B,T,U+1), beta_blank (B,T,U+1), beta_emit (B,T,U)) where beta_blank(t, u) =
+    beta(t+1, u) and beta_emit(t, u) = beta(t+delta, u+1). The posterior of an edge with score s is
+    exp(alpha + s + beta_next - log P); see :func:`seqloss._lattice.semiring.occupancy`.
+    """
     num_frames, width = blank.shape[1], blank.shape[2]
     blank, emit = _pad_grid(blank, emit)
     if emit_advances_time:
         alpha = _alpha_frame_sync(blank, emit)
         beta = _beta_frame_sync(blank, emit, frames, labels)
-        beta_after_emit = _shift_u(beta[:, 1:], -1)
+        beta_emit = _shift_u(beta[:, 1:], -1)
     else:
         alpha = _alpha_diagonal(blank, emit)
         beta = _beta_diagonal(blank, emit, frames, labels)
-        beta_after_emit = _shift_u(beta[:, :-1], -1)
+        beta_emit = _shift_u(beta[:, :-1], -1)
     log_p = _gather_cell(alpha, frames, labels)
+    return log_p, alpha[:, :num_frames], beta[:, 1:], beta_emit[:, :num_frames, : width - 1]
+
+
+def transducer_occupancy(blank, emit, frames, labels, emit_advances_time: bool):
+    """log P (B,), occ_blank (B, T, U+1) and occ_emit (B, T, U): edge posteriors = d log P / d score."""
+    log_p, alpha, beta_blank, beta_emit = transducer_marginals(blank, emit, frames, labels, emit_advances_time)
     total = log_p.view(-1, 1, 1)
-    occ_blank = occupancy(alpha[:, :-1] + blank[:, :-1] + beta[:, 1:], total)
-    occ_emit = occupancy(alpha[:, :-1] + emit[:, :-1] + beta_after_emit, total)
-    return log_p, occ_blank[:, :num_frames, :width], occ_emit[:, :num_frames, : width - 1]
+    occ_blank = occupancy(alpha + blank + beta_blank, total)
+    occ_emit = occupancy(alpha[..., :-1] + emit + beta_emit, total)
+    return log_p, occ_blank, occ_emit

@@ -1,0 +1,169 @@
+"""SSNT, segment-to-segment neural transduction (Yu et al. 2016, arXiv 1609.08194).
+
+With l_j(i) = log_probs[j, i, y_j], q_j(i) = log_p_choose[j, i] (log prob of emitting y_j at
+source frame i) and r_j(i) = log(1 - exp(q_j(i))) (log prob of shifting past frame i):
+
+    A_0(0) = 0, A_0(i > 0) = -inf
+    A_{j+1}(i) = l_j(i) + q_j(i) + LSE_{k <= i}(A_j(k) + sum_{m=k}^{i-1} r_j(m))
+    loss_b = -A_{J_b}(S_b - 1)
+
+This is the transducer lattice with t = source frame i and u = target position j: "blank" is the
+shift edge (score r_j(i)), "emit" is (score q_j(i) + l_j(i)); the path must end by emitting the
+last token on frame S_b - 1, expressed as a zero-score edge (S_b - 1, J_b) -> (S_b, J_b).
+Chain back: d log P / d l_j(i) = occ_emit, d log P / d q_j(i) = occ_emit + occ_shift * dr/dq with
+dr/dq = -exp(q - r), i.e. occ_emit - exp(alpha + q + beta_next - log P) on the shift edge.
+"""
+import torch
+
+from . import _checks
+from ._lattice.semiring import NEG_INF, occupancy
+from ._lattice.transducer import transducer_log_likelihood, transducer_marginals
+
+
+def _log1mexp(q: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(q)) for q <= 0, accurate on both sides of -log 2."""
+    near_zero = q > -0.6931471805599453
+    return torch.where(near_zero, torch.log(-torch.expm1(torch.where(near_zero, q, -1.0))),
+                       torch.log1p(-torch.exp(torch.where(near_zero, -1.0, q))))
+
+
+def _rows_to_grid(rows: torch.Tensor, target_lengths: torch.Tensor, max_targets: int) -> torch.Tensor:
+    """Packed (sum_b J_b, S) rows ordered b, j -> padded (B, J, S), -inf padding."""
+    batch = target_lengths.shape[0]
+    b = torch.repeat_interleave(torch.arange(batch, device=rows.device), target_lengths, output_size=rows.shape[0])
+    j = torch.arange(rows.shape[0], device=rows.device) - (torch.cumsum(target_lengths, 0) - target_lengths)[b]
+    grid = rows.new_full((batch, max_targets, rows.shape[1]), NEG_INF)
+    return grid.index_put((b, j), rows), (b, j)
+
+
+def _lattice_scores(token, choose, source_lengths, target_lengths):
+    """(B,J,S) token and choose log-probs -> lattice blank (B,S,J+1) and emit (B,S,J), masked."""
+    batch, max_targets, num_frames = token.shape
+    shift = _log1mexp(choose)
+    i = torch.arange(num_frames, device=token.device).view(1, -1, 1)
+    j = torch.arange(max_targets + 1, device=token.device).view(1, 1, -1)
+    frames, labels = source_lengths.view(-1, 1, 1), target_lengths.view(-1, 1, 1)
+    blank = torch.nn.functional.pad(shift.transpose(1, 2), (0, 1), value=NEG_INF)
+    blank = torch.where((i < frames) & (j < labels), blank, NEG_INF)
+    blank = torch.where((i == frames - 1) & (j == labels), 0.0, blank)
+    emit = torch.where((i < frames) & (j[..., :-1] < labels), (token + choose).transpose(1, 2), NEG_INF)
+    return blank, emit, shift
+
+
+def _gather_scores(log_probs, targets, log_p_choose, target_lengths, packed):
+    """Token log-probs l_j(i) and choose log-probs as padded (B, J, S) in the compute dtype."""
+    dtype = _checks.compute_dtype(log_probs)
+    token = log_probs.gather(-1, targets.unsqueeze(-1).unsqueeze(-1).expand(*targets.shape, log_probs.shape[-2], 1))
+    token, choose = token[..., 0].to(dtype), log_p_choose.to(dtype)
+    if not packed:
+        return token, choose, None
+    max_targets = int(target_lengths.max())
+    token, index = _rows_to_grid(token, target_lengths, max_targets)
+    choose, _ = _rows_to_grid(choose, target_lengths, max_targets)
+    return token, choose, index
+
+
+def _ssnt_nll(log_probs, log_p_choose, targets, source_lengths, target_lengths, packed):
+    token, choose, _ = _gather_scores(log_probs, targets, log_p_choose, target_lengths, packed)
+    blank, emit, _ = _lattice_scores(token, choose, source_lengths, target_lengths)
+    return -transducer_log_likelihood(blank, emit, source_lengths, target_lengths, emit_advances_time=False)
+
+
+class _SSNTFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, log_probs, log_p_choose, targets, source_lengths, target_lengths, packed):
+        token, choose, index = _gather_scores(log_probs, targets, log_p_choose, target_lengths, packed)
+        blank, emit, shift = _lattice_scores(token, choose, source_lengths, target_lengths)
+        log_p, alpha, beta_shift, beta_emit = transducer_marginals(blank, emit, source_lengths, target_lengths,
+                                                                   emit_advances_time=False)
+        total = log_p.view(-1, 1, 1)
+        occ_emit = occupancy(alpha[..., :-1] + emit + beta_emit, total).transpose(1, 2)  # (B, J, S)
+        # d log P / d q through r = log(1 - e^q) is -occ_shift * e^q / (1 - e^q) = -exp(alpha + q + beta_next - log P),
+        # computed without r so that it stays finite as q -> 0 (r -> -inf). Since occ_shift <= 1 the exponent is
+        # at most q - r, which bounds float rounding as the clamp in `occupancy` does for probabilities.
+        choose_t, shift_t = choose.transpose(1, 2), shift.transpose(1, 2)
+        exponent = torch.minimum(alpha[..., :-1] + choose_t + beta_shift[..., :-1] - total, choose_t - shift_t)
+        d_shift = -torch.where(torch.isfinite(total) & torch.isfinite(exponent), torch.exp(exponent), 0.0)
+        d_shift = d_shift.transpose(1, 2)
+        real_shift = torch.arange(d_shift.shape[1], device=d_shift.device).view(1, -1, 1) < target_lengths.view(-1, 1, 1)
+        d_shift = torch.where(real_shift, d_shift, 0.0)  # not the final zero-score edge, not padding
+        grad_token, grad_choose = occ_emit, occ_emit + d_shift   # d log P / d score
+        if packed:
+            grad_token, grad_choose = grad_token[index], grad_choose[index]
+        ctx.save_for_backward(log_probs, log_p_choose, targets, source_lengths, target_lengths, grad_token,
+                              grad_choose)
+        ctx.packed = packed
+        return -log_p
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        log_probs, log_p_choose, targets, source_lengths, target_lengths, grad_token, grad_choose = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            grads = _checks.recompute_grads(
+                lambda lp, ch: _ssnt_nll(lp, ch, targets, source_lengths, target_lengths, ctx.packed),
+                [log_probs, log_p_choose], grad_losses)
+            return grads[0], grads[1], None, None, None, None
+        if ctx.packed:
+            b = torch.repeat_interleave(torch.arange(grad_losses.shape[0], device=grad_losses.device),
+                                        target_lengths, output_size=targets.shape[0])
+            scale = grad_losses[b].view(-1, 1)
+        else:
+            scale = grad_losses.view(-1, 1, 1)
+        scale = scale.to(grad_token.dtype)
+        grad_lp = torch.zeros(log_probs.shape, dtype=grad_token.dtype, device=grad_token.device)
+        grad_lp.scatter_(-1, targets.unsqueeze(-1).unsqueeze(-1).expand(*targets.shape, log_probs.shape[-2], 1),
+                         (-grad_token * scale).unsqueeze(-1))
+        return (grad_lp.to(log_probs.dtype), (-grad_choose * scale).to(log_p_choose.dtype), None, None, None, None)
+
+
+def _prepare(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction):
+    _checks.check_reduction(reduction)
+    _checks.check_scores("log_probs", log_probs, (3, 4))
+    _checks.check_scores("log_p_choose", log_p_choose, (2, 3))
+    packed = log_probs.dim() == 3
+    device = log_probs.device
+    targets = _checks.as_index_tensor("targets", targets, device)
+    source_lengths = _checks.as_index_tensor("source_lengths", source_lengths, device)
+    target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
+    num_classes, num_frames = log_probs.shape[-1], log_probs.shape[-2]
+    if log_p_choose.shape != log_probs.shape[:-1]:
+        raise ValueError(f"log_p_choose must have shape {tuple(log_probs.shape[:-1])} (log_probs without V), "
+                         f"got {tuple(log_p_choose.shape)}")
+    if targets.shape != log_probs.shape[:-2]:
+        raise ValueError(f"targets must have shape {tuple(log_probs.shape[:-2])} "
+                         f"({'sum_b J_b' if packed else '(B, J)'} from log_probs), got {tuple(targets.shape)}")
+    batch = source_lengths.shape[0] if packed else log_probs.shape[0]
+    _checks.check_batch("source_lengths" if packed else "log_probs", batch)
+    _checks.check_lengths("source_lengths", source_lengths, batch, num_frames, "log_probs.shape[-2]")
+    if packed:
+        _checks.check_lengths("target_lengths", target_lengths, batch, None, "")
+        if not _checks.tracing() and int(target_lengths.sum()) != log_probs.shape[0]:
+            raise ValueError(f"packed log_probs must have sum(target_lengths) = {int(target_lengths.sum())} rows, "
+                             f"got {log_probs.shape[0]}")
+        _checks.check_target_values(targets.unsqueeze(0), target_lengths.sum().view(1), num_classes, None)
+    else:
+        _checks.check_lengths("target_lengths", target_lengths, batch, log_probs.shape[1], "log_probs.shape[1]")
+        _checks.check_target_values(targets, target_lengths, num_classes, None)
+        valid = torch.arange(targets.shape[1], device=device) < target_lengths.unsqueeze(1)
+        targets = torch.where(valid, targets, 0)
+    return targets, source_lengths, target_lengths, packed
+
+
+def ssnt_loss(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction="mean"):
+    """SSNT loss -A_{J_b}(S_b - 1) (see the module docstring for the recursion).
+
+    Args:
+        log_probs: padded (B, J, S, V) or packed (sum_b J_b, S, V) token log-probabilities, where
+            log_probs[j, i] is the distribution over tokens for target position j at source frame i.
+        targets: padded (B, J) or packed (sum_b J_b,) int; rows ordered b then j when packed.
+        log_p_choose: padded (B, J, S) or packed (sum_b J_b, S) log-probability of emitting (vs shifting).
+        source_lengths (S_b), target_lengths (J_b): (B,) int.
+        reduction: "mean" (batch mean, no length division) | "sum" | "none".
+
+    No floor is applied: an unlikely target gives its true (large) loss and a non-zero gradient.
+    An empty target gives 0 when S_b = 1 and +inf otherwise.
+    """
+    targets, source_lengths, target_lengths, packed = _prepare(log_probs, targets, log_p_choose, source_lengths,
+                                                               target_lengths, reduction)
+    losses = _SSNTFunction.apply(log_probs, log_p_choose, targets, source_lengths, target_lengths, packed)
+    return _checks.reduce(losses.to(_checks.output_dtype(log_probs)), reduction)
