@@ -9,12 +9,11 @@ NEG_INF = float("-inf")
 
 
 def log_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """log(exp(a) + exp(b)) elementwise; -inf when both are -inf, with zero gradient there."""
-    m = torch.maximum(a, b).detach()
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    s = torch.exp(a - m) + torch.exp(b - m)
-    positive = s > 0
-    return torch.where(positive, m + torch.log(torch.where(positive, s, torch.ones_like(s))), NEG_INF)
+    """log(exp(a) + exp(b)) = max + log1p(exp(min - max)) elementwise; -inf when both are -inf."""
+    high, low = torch.maximum(a, b), torch.minimum(a, b)
+    finite = torch.isfinite(high)
+    safe_high = torch.where(finite, high, torch.zeros_like(high))
+    return torch.where(finite, safe_high + torch.log1p(torch.exp(low - safe_high)), high)
 
 
 def log_sum(x: torch.Tensor, dim: int) -> torch.Tensor:
