@@ -63,41 +63,88 @@ def _prepare(log_probs, targets, input_lengths, target_lengths, blank, reduction
     return log_probs, targets, input_lengths, target_lengths, blank, unbatched
 
 
-def _ctc_nll(log_probs, targets, input_lengths, target_lengths, blank):
-    """-log P per utterance, differentiable (the double-backward path)."""
-    ext = ctc_lattice.extended_labels(targets, blank)
-    e = ctc_lattice.emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
-    return -ctc_lattice.ctc_alpha(e, ext, target_lengths, input_lengths, blank)[1]
+# ---------------------------------------------------------------------------------------------
+# Simplified CTC (tf_seq2seq_losses): every frame emits blank or the next label, no merging.
+# It is the one-symbol-per-frame transducer lattice with scores that do not depend on u.
+# ---------------------------------------------------------------------------------------------
+def _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank):
+    """(T,B,V) -> blank (B,T,L+1) = lp_t(blank), emit (B,T,L) = lp_t(y_{l+1}), -inf outside each utterance."""
+    x = log_probs.to(_checks.compute_dtype(log_probs)).transpose(0, 1)  # (B, T, V)
+    num_labels = targets.shape[1]
+    frame_ok = (torch.arange(x.shape[1], device=x.device) < input_lengths.unsqueeze(1)).unsqueeze(2)
+    label = torch.arange(num_labels + 1, device=x.device)
+    blank_scores = torch.where(frame_ok & (label <= target_lengths.view(-1, 1, 1)),
+                               x[:, :, blank : blank + 1], NEG_INF)
+    emit_scores = x.gather(2, targets.unsqueeze(1).expand(-1, x.shape[1], -1))
+    emit_scores = torch.where(frame_ok & (label[:-1] < target_lengths.view(-1, 1, 1)), emit_scores, NEG_INF)
+    return blank_scores, emit_scores
+
+
+def _ctc_nll(log_probs, targets, input_lengths, target_lengths, blank, simple, zero_infinity):
+    """-log P per utterance through differentiable ops (the double-backward path)."""
+    if simple:
+        blank_s, emit_s = _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
+        log_p = transducer_log_likelihood(blank_s, emit_s, input_lengths, target_lengths, emit_advances_time=True)
+    else:
+        ext = ctc_lattice.extended_labels(targets, blank)
+        e = ctc_lattice.emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
+        log_p = ctc_lattice.ctc_alpha(e, ext, target_lengths, input_lengths, blank)[1]
+    return torch.where(torch.isinf(log_p), 0.0, -log_p) if zero_infinity else -log_p
+
+
+def _class_gradient(log_probs, targets, blank, simple, state):
+    """d log P / d log_probs (T, B, V) from the lattice posteriors saved by forward."""
+    if not simple:
+        gamma, ext = state
+        return _scatter_to_classes(gamma, ext.unsqueeze(0), log_probs.shape[2])
+    occ_blank, occ_emit = state
+    mass = _scatter_to_classes(occ_emit, targets.unsqueeze(1).expand(-1, occ_emit.shape[1], -1), log_probs.shape[2])
+    mass[:, :, blank] += occ_blank.sum(2)
+    return mass.transpose(0, 1)
 
 
 class _CTCFunction(torch.autograd.Function):
+    """CTC (simple=False) or simplified CTC (simple=True): per-utterance -log P, gradient from posteriors."""
+
     @staticmethod
-    def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank, zero_infinity):
-        ext = ctc_lattice.extended_labels(targets, blank)
-        e = ctc_lattice.emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
-        log_p, gamma = ctc_lattice.ctc_occupancy(e, ext, target_lengths, input_lengths, blank)
-        losses = -log_p
-        if zero_infinity:
-            losses = torch.where(torch.isinf(losses), 0.0, losses)
-        ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, gamma, ext)
-        ctx.blank, ctx.zero_infinity = blank, zero_infinity
-        return losses
+    def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank, zero_infinity, simple):
+        if simple:
+            blank_s, emit_s = _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
+            log_p, *state = transducer_occupancy(blank_s, emit_s, input_lengths, target_lengths,
+                                                 emit_advances_time=True)
+        else:
+            ext = ctc_lattice.extended_labels(targets, blank)
+            e = ctc_lattice.emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
+            log_p, gamma = ctc_lattice.ctc_occupancy(e, ext, target_lengths, input_lengths, blank)
+            state = [gamma, ext]
+        ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, *state)
+        ctx.config = (blank, zero_infinity, simple)
+        return torch.where(torch.isinf(log_p), 0.0, -log_p) if zero_infinity else -log_p
 
     @staticmethod
     def backward(ctx, grad_losses):
-        log_probs, targets, input_lengths, target_lengths, gamma, ext = ctx.saved_tensors
+        log_probs, targets, input_lengths, target_lengths, *state = ctx.saved_tensors
+        blank, zero_infinity, simple = ctx.config
+        none = (None,) * 6
         if torch.is_grad_enabled():
-            def nll(x):
-                losses = _ctc_nll(x, targets, input_lengths, target_lengths, ctx.blank)
-                return torch.where(torch.isinf(losses), 0.0, losses) if ctx.zero_infinity else losses
-            return recompute_first(nll, log_probs, grad_losses) + (None,) * 5
-        mass = _scatter_to_classes(gamma, ext.unsqueeze(0), log_probs.shape[2])
+            grads = _checks.recompute_grads(
+                lambda x: _ctc_nll(x, targets, input_lengths, target_lengths, blank, simple, zero_infinity),
+                [log_probs], grad_losses)
+            return (grads[0],) + none
+        mass = _class_gradient(log_probs, targets, blank, simple, state)
         grad = -mass * grad_losses.to(mass.dtype).view(1, -1, 1)
-        return grad.to(log_probs.dtype), None, None, None, None, None
+        return (grad.to(log_probs.dtype),) + none
 
 
-def recompute_first(loss_fn, x, grad_losses):
-    return (_checks.recompute_grads(loss_fn, [x], grad_losses)[0],)
+def _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, simple):
+    log_probs, targets, input_lengths, target_lengths, blank, unbatched = _prepare(
+        log_probs, targets, input_lengths, target_lengths, blank, reduction)
+    losses = _CTCFunction.apply(log_probs, targets, input_lengths, target_lengths, blank, bool(zero_infinity),
+                                simple)
+    losses = losses.to(_checks.output_dtype(log_probs))
+    if unbatched and reduction == "none":
+        return losses[0]
+    return _checks.reduce(losses, reduction, target_lengths)
 
 
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
@@ -117,63 +164,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     Unlike torch's, the gradient treats log_probs as free scores (right for unnormalised input),
     double backward works, and results are deterministic on every device.
     """
-    log_probs, targets, input_lengths, target_lengths, blank, unbatched = _prepare(
-        log_probs, targets, input_lengths, target_lengths, blank, reduction)
-    losses = _CTCFunction.apply(log_probs, targets, input_lengths, target_lengths, blank, bool(zero_infinity))
-    losses = losses.to(_checks.output_dtype(log_probs))
-    if unbatched and reduction == "none":
-        return losses[0]
-    return _checks.reduce(losses, reduction, target_lengths)
-
-
-# ---------------------------------------------------------------------------------------------
-# Simplified CTC (tf_seq2seq_losses): every frame emits blank or the next label, no merging.
-# It is the one-symbol-per-frame transducer lattice with scores that do not depend on u.
-# ---------------------------------------------------------------------------------------------
-def _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank):
-    """(T,B,V) -> blank (B,T,L+1) = lp_t(blank), emit (B,T,L) = lp_t(y_{l+1}), -inf outside each utterance."""
-    x = log_probs.to(_checks.compute_dtype(log_probs)).transpose(0, 1)  # (B, T, V)
-    num_labels = targets.shape[1]
-    frame_ok = (torch.arange(x.shape[1], device=x.device) < input_lengths.unsqueeze(1)).unsqueeze(2)
-    label = torch.arange(num_labels + 1, device=x.device)
-    blank_scores = torch.where(frame_ok & (label <= target_lengths.view(-1, 1, 1)),
-                               x[:, :, blank : blank + 1], NEG_INF)
-    emit_scores = x.gather(2, targets.unsqueeze(1).expand(-1, x.shape[1], -1))
-    emit_scores = torch.where(frame_ok & (label[:-1] < target_lengths.view(-1, 1, 1)), emit_scores, NEG_INF)
-    return blank_scores, emit_scores
-
-
-def _simple_ctc_nll(log_probs, targets, input_lengths, target_lengths, blank):
-    blank_s, emit_s = _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
-    return -transducer_log_likelihood(blank_s, emit_s, input_lengths, target_lengths, emit_advances_time=True)
-
-
-class _SimpleCTCFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank, zero_infinity):
-        blank_s, emit_s = _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
-        log_p, occ_blank, occ_emit = transducer_occupancy(blank_s, emit_s, input_lengths, target_lengths,
-                                                          emit_advances_time=True)
-        losses = -log_p
-        if zero_infinity:
-            losses = torch.where(torch.isinf(losses), 0.0, losses)
-        ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, occ_blank, occ_emit)
-        ctx.blank, ctx.zero_infinity = blank, zero_infinity
-        return losses
-
-    @staticmethod
-    def backward(ctx, grad_losses):
-        log_probs, targets, input_lengths, target_lengths, occ_blank, occ_emit = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            def nll(x):
-                losses = _simple_ctc_nll(x, targets, input_lengths, target_lengths, ctx.blank)
-                return torch.where(torch.isinf(losses), 0.0, losses) if ctx.zero_infinity else losses
-            return recompute_first(nll, log_probs, grad_losses) + (None,) * 5
-        num_frames = occ_emit.shape[1]
-        mass = _scatter_to_classes(occ_emit, targets.unsqueeze(1).expand(-1, num_frames, -1), log_probs.shape[2])
-        mass[:, :, ctx.blank] += occ_blank.sum(2)
-        grad = -(mass * grad_losses.to(mass.dtype).view(-1, 1, 1)).transpose(0, 1)
-        return grad.to(log_probs.dtype), None, None, None, None, None
+    return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, simple=False)
 
 
 def simple_ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean",
@@ -186,10 +177,4 @@ def simple_ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, 
     Repeats are not merged, so no blank is needed between equal labels; L > T is infeasible (+inf,
     or 0 with zero_infinity). Same arguments, shapes and reductions as :func:`ctc_loss`.
     """
-    log_probs, targets, input_lengths, target_lengths, blank, unbatched = _prepare(
-        log_probs, targets, input_lengths, target_lengths, blank, reduction)
-    losses = _SimpleCTCFunction.apply(log_probs, targets, input_lengths, target_lengths, blank, bool(zero_infinity))
-    losses = losses.to(_checks.output_dtype(log_probs))
-    if unbatched and reduction == "none":
-        return losses[0]
-    return _checks.reduce(losses, reduction, target_lengths)
+    return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, simple=True)
