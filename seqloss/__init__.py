@@ -2,5 +2,13 @@
 from .ctc import ctc_loss, simple_ctc_loss
 from .rnnt import modified_rnnt_loss, rnnt_loss
 from .ssnt import ssnt_loss
+from .align import (Alignment, SSNTPosteriors, TransducerPosteriors, ctc_align, ctc_posteriors,
+                    modified_rnnt_align, modified_rnnt_posteriors, rnnt_align, rnnt_posteriors, simple_ctc_align,
+                    simple_ctc_posteriors, ssnt_align, ssnt_posteriors)
 
-__all__ = ["ctc_loss", "simple_ctc_loss", "rnnt_loss", "modified_rnnt_loss", "ssnt_loss"]
+__all__ = [
+    "ctc_loss", "simple_ctc_loss", "rnnt_loss", "modified_rnnt_loss", "ssnt_loss",
+    "Alignment", "TransducerPosteriors", "SSNTPosteriors",
+    "ctc_align", "ctc_posteriors", "simple_ctc_align", "simple_ctc_posteriors", "rnnt_align", "rnnt_posteriors",
+    "modified_rnnt_align", "modified_rnnt_posteriors", "ssnt_align", "ssnt_posteriors",
+]
