@@ -1,0 +1,250 @@
+"""The transducer joiner, a packed joiner, and a fused joiner + loss that never builds (B, T, U+1, V).
+
+``Joiner``: logits(t, u) = W_out act(W_e enc_t + b_e + W_p pred_u + b_p) + b_out, the usual additive
+transducer joiner.
+
+``fused_transducer_loss`` returns exactly the loss of the dense path
+(``rnnt_loss(joiner(enc, pred), ...)``, likewise ``modified_rnnt_loss`` and ``ssnt_loss``) while
+holding only a chunk of frames of the joiner output at a time:
+
+* forward, chunk by chunk: logits -> the lattice scores (log-softmax of the blank and target
+  entries; for SSNT the target's log-prob and the choose head's log-sigmoid). Only these
+  (B, T, U+1)-sized tensors are kept.
+* the loss itself is the package's loss on a 2-channel tensor of those scores
+  (channel 0 = blank, channel 1 = emit, fused_log_softmax=False), so it is the same lattice, with
+  the same checks, as the dense path; its gradient gives the edge occupancies.
+* backward, chunk by chunk: recompute the logits, form d loss / d logits from the occupancies
+  (gamma * softmax - occ_blank [v = blank] - occ_emit [v = y]), and backpropagate it through the
+  joiner to the encoder/predictor projections and every parameter.
+"""
+
+import torch
+from torch import nn
+
+from . import _checks
+from .rnnt import modified_rnnt_loss, rnnt_loss
+from .ssnt import ssnt_loss
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class Joiner(nn.Module):
+    """logits = output(act(encoder_proj(enc)[:, :, None] + predictor_proj(pred)[:, None]))."""
+
+    def __init__(self, encoder_dim: int, predictor_dim: int, joiner_dim: int, vocab_size: int,
+                 activation: str = "tanh"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.encoder_proj = nn.Linear(encoder_dim, joiner_dim)
+        self.predictor_proj = nn.Linear(predictor_dim, joiner_dim)
+        self.activation = ACTIVATIONS[activation]()
+        self.output = nn.Linear(joiner_dim, vocab_size)
+
+    def hidden(self, enc_proj: torch.Tensor, pred_proj: torch.Tensor) -> torch.Tensor:
+        """(B, T, H), (B, U+1, H) projections -> (B, T, U+1, H) joiner hidden states."""
+        return self.activation(enc_proj.unsqueeze(2) + pred_proj.unsqueeze(1))
+
+    def forward(self, enc: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """Dense logits (B, T, U+1, V) from encoder (B, T, H_e) and predictor (B, U+1, H_p) outputs."""
+        return self.output(self.hidden(self.encoder_proj(enc), self.predictor_proj(pred)))
+
+    def packed(self, enc: torch.Tensor, pred: torch.Tensor, logit_lengths, target_lengths) -> torch.Tensor:
+        """Packed logits (sum_b T_b (U_b+1), V), rows ordered b, t, u over the valid cells only
+        (the optimized_transducer layout, accepted by ``rnnt_loss`` and ``modified_rnnt_loss``)."""
+        b, t, u = packed_cells(logit_lengths, target_lengths, enc.device)
+        enc_proj, pred_proj = self.encoder_proj(enc), self.predictor_proj(pred)
+        return self.output(self.activation(enc_proj[b, t] + pred_proj[b, u]))
+
+
+def packed_cells(logit_lengths, target_lengths, device):
+    """Row -> (b, t, u) for the packed layout: utterance b contributes T_b (U_b+1) rows, t-major."""
+    logit_lengths = _checks.as_index_tensor("logit_lengths", logit_lengths, device)
+    target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
+    rows = logit_lengths * (target_lengths + 1)
+    total = int(rows.sum())
+    b = torch.repeat_interleave(torch.arange(rows.shape[0], device=device), rows, output_size=total)
+    local = torch.arange(total, device=device) - (torch.cumsum(rows, 0) - rows)[b]
+    width = target_lengths[b] + 1
+    return b, local // width, local % width
+
+
+def _chunk_frames(batch, frames, columns, vocab, hidden, element_size, memory_budget_mb, chunk_size):
+    """Frames per chunk: the per-frame working set (hidden, logits, softmax/gradient, autograd
+    buffers) is about batch * columns * (3 hidden + 3 vocab) elements."""
+    if chunk_size is not None:
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        return chunk_size
+    per_frame = batch * columns * (3 * hidden + 3 * vocab) * element_size
+    return max(1, min(frames, int(memory_budget_mb * 2**20 // max(per_frame, 1))))
+
+
+class _FusedJoinerLoss(torch.autograd.Function):
+    """Per-utterance loss of (joiner -> loss), recomputing the joiner chunk by chunk in backward."""
+
+    @staticmethod
+    def forward(ctx, spec, enc_proj, pred_proj, *params):
+        joiner, choose_head = spec["joiner"], spec["choose_head"]
+        ssnt = spec["loss"] == "ssnt"
+        targets, blank = spec["targets"], spec["blank"]
+        batch, frames = enc_proj.shape[:2]
+        columns = pred_proj.shape[1]
+        dtype = _checks.compute_dtype(enc_proj)
+        blank_scores = enc_proj.new_empty(batch, frames, columns, dtype=dtype)
+        emit_scores = enc_proj.new_empty(batch, frames, columns, dtype=dtype)
+        lse = enc_proj.new_empty(batch, frames, columns, dtype=dtype)
+        column_targets = _column_targets(targets, columns, ssnt)
+        for t0 in range(0, frames, spec["chunk"]):
+            t1 = min(frames, t0 + spec["chunk"])
+            hidden = joiner.hidden(enc_proj[:, t0:t1], pred_proj)
+            logits = joiner.output(hidden).to(dtype)
+            lse[:, t0:t1] = torch.logsumexp(logits, dim=-1)
+            target_logit = logits.gather(-1, column_targets[:, None, :, None].expand(-1, t1 - t0, -1, 1))[..., 0]
+            emit_scores[:, t0:t1] = target_logit - lse[:, t0:t1]
+            if ssnt:
+                blank_scores[:, t0:t1] = torch.nn.functional.logsigmoid(choose_head(hidden)[..., 0].to(dtype))
+            else:
+                blank_scores[:, t0:t1] = logits[..., blank] - lse[:, t0:t1]
+        with torch.enable_grad():
+            blank_leaf = blank_scores.requires_grad_()
+            emit_leaf = emit_scores.requires_grad_()
+            losses = _small_loss(spec, blank_leaf, emit_leaf)
+            finite = torch.isfinite(losses)
+            d_blank, d_emit = torch.autograd.grad(losses[finite].sum(), (blank_leaf, emit_leaf), allow_unused=True)
+        d_blank = torch.zeros_like(blank_scores) if d_blank is None else d_blank
+        d_emit = torch.zeros_like(emit_scores) if d_emit is None else d_emit
+        ctx.spec = spec
+        ctx.save_for_backward(enc_proj, pred_proj, lse, d_blank, d_emit, *params)
+        return losses.detach()
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        spec = ctx.spec
+        enc_proj, pred_proj, lse, d_blank, d_emit, *params = ctx.saved_tensors
+        joiner, choose_head = spec["joiner"], spec["choose_head"]
+        ssnt, blank, clamp = spec["loss"] == "ssnt", spec["blank"], spec["clamp"]
+        frames, columns = enc_proj.shape[1], pred_proj.shape[1]
+        column_targets = _column_targets(spec["targets"], columns, ssnt)
+        scale = grad_losses.view(-1, 1, 1, 1)
+        grad_enc = torch.zeros_like(enc_proj)
+        grad_pred = torch.zeros_like(pred_proj)
+        grad_params = [torch.zeros_like(p) for p in params]
+        for t0 in range(0, frames, spec["chunk"]):
+            t1 = min(frames, t0 + spec["chunk"])
+            with torch.enable_grad():
+                e = enc_proj[:, t0:t1].detach().requires_grad_()
+                p = pred_proj.detach().requires_grad_()
+                hidden = joiner.hidden(e, p)
+                logits = joiner.output(hidden)
+                outputs = [logits]
+                softmax = torch.exp(logits.detach().to(lse.dtype) - lse[:, t0:t1, :, None])
+                emit_occ = d_emit[:, t0:t1]  # d loss / d emit score (already carries the sign)
+                index = column_targets[:, None, :, None].expand(-1, t1 - t0, -1, 1)
+                if ssnt:
+                    grad_logits = -softmax * emit_occ[..., None]
+                    grad_logits.scatter_add_(-1, index, emit_occ[..., None])
+                    choose_logit = choose_head(hidden)
+                    outputs.append(choose_logit)
+                    # q = logsigmoid(c): d loss / d c = d loss / d q * sigmoid(-c)
+                    d_choose = d_blank[:, t0:t1, :, None] * torch.sigmoid(-choose_logit.detach().to(lse.dtype))
+                    grad_choose = (d_choose * scale).to(choose_logit.dtype)
+                else:
+                    blank_occ = d_blank[:, t0:t1]
+                    grad_logits = -softmax * (blank_occ + emit_occ)[..., None]
+                    grad_logits[..., blank] += blank_occ
+                    grad_logits.scatter_add_(-1, index, emit_occ[..., None])
+                    if clamp > 0:
+                        grad_logits.clamp_(-clamp, clamp)
+                grad_logits = (grad_logits * scale).to(logits.dtype)
+                grads_out = [grad_logits] + ([grad_choose] if ssnt else [])
+                leaves = [e, p, *params]
+                grads = torch.autograd.grad(outputs, leaves, grads_out, allow_unused=True)
+            grad_enc[:, t0:t1] += grads[0]
+            grad_pred += grads[1]
+            for acc, g in zip(grad_params, grads[2:]):
+                if g is not None:
+                    acc += g
+        return (None, grad_enc, grad_pred, *grad_params)
+
+
+def _column_targets(targets, columns, ssnt):
+    """(B, columns) token id scored at each predictor column: y_{u+1} (transducers) or y_j (SSNT)."""
+    out = targets.new_zeros(targets.shape[0], columns)
+    width = min(columns, targets.shape[1])
+    out[:, :width] = targets[:, :width]
+    return out.clamp(min=0)
+
+
+def _small_loss(spec, blank_scores, emit_scores):
+    """The package's per-utterance loss on the lattice scores, via a 2-channel (blank, emit) tensor."""
+    if spec["loss"] == "ssnt":
+        columns = spec["targets"].shape[1]
+        log_probs = emit_scores[:, :, :columns].transpose(1, 2).unsqueeze(-1)   # (B, J, S, 1)
+        choose = blank_scores[:, :, :columns].transpose(1, 2)
+        return ssnt_loss(log_probs, torch.zeros_like(spec["targets"]), choose, spec["logit_lengths"],
+                         spec["target_lengths"], reduction="none")
+    two_channel = torch.stack([blank_scores, emit_scores], dim=-1)
+    ones = torch.ones_like(spec["targets"])
+    loss_fn = rnnt_loss if spec["loss"] == "rnnt" else modified_rnnt_loss
+    extra = {} if spec["loss"] == "rnnt" else {"final_blank": spec["final_blank"]}
+    return loss_fn(two_channel, ones, spec["logit_lengths"], spec["target_lengths"], blank=0, reduction="none",
+                   fused_log_softmax=False, **extra)
+
+
+def fused_transducer_loss(joiner, enc, pred, targets, logit_lengths, target_lengths, loss="rnnt", blank=-1,
+                          reduction="mean", *, clamp=-1, final_blank=True, choose_head=None, chunk_size=None,
+                          memory_budget_mb=256):
+    """The loss of ``joiner(enc, pred)`` without materialising the (B, T, U+1, V) logits.
+
+    Equals ``rnnt_loss(joiner(enc, pred), targets, logit_lengths, target_lengths, blank, clamp, reduction)``
+    (loss="rnnt"), ``modified_rnnt_loss(..., final_blank=final_blank)`` (loss="modified_rnnt"), or for
+    loss="ssnt" ``ssnt_loss(log_softmax(logits).transpose(1, 2)[:, :J], targets,
+    logsigmoid(choose_head(hidden))[..., 0].transpose(1, 2)[:, :J], logit_lengths, target_lengths)``
+    with hidden = joiner.hidden(...) and J = targets.shape[1] (the predictor state before token j).
+
+    Args:
+        joiner: a :class:`Joiner` (or any module with ``encoder_proj``, ``predictor_proj``,
+            ``hidden(enc_proj, pred_proj)`` and ``output``).
+        enc: (B, T, H_e) encoder output; pred: (B, U+1, H_p) predictor output.
+        chunk_size: frames per chunk; by default chosen so that one chunk's working set stays
+            under ``memory_budget_mb``. Gradients flow to enc, pred and every joiner (and choose
+            head) parameter.
+    """
+    if loss not in ("rnnt", "modified_rnnt", "ssnt"):
+        raise ValueError(f"loss must be 'rnnt', 'modified_rnnt' or 'ssnt', got {loss!r}")
+    if loss == "ssnt" and choose_head is None:
+        raise ValueError("choose_head is required for loss='ssnt' (a module mapping the joiner hidden state to 1)")
+    _checks.check_reduction(reduction)
+    _checks.check_scores("enc", enc, (3,))
+    _checks.check_scores("pred", pred, (3,))
+    if enc.shape[0] != pred.shape[0]:
+        raise ValueError(f"enc and pred must have the same batch size, got {enc.shape[0]} and {pred.shape[0]}")
+    device = enc.device
+    targets = _checks.as_index_tensor("targets", targets, device)
+    logit_lengths = _checks.as_index_tensor("logit_lengths", logit_lengths, device)
+    target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
+    vocab = joiner.output.out_features
+    if loss != "ssnt":
+        blank = _checks.resolve_blank(blank, vocab)
+    if targets.dim() != 2 or target_lengths.shape != (targets.shape[0],):
+        raise ValueError(f"targets must be (B, U) with target_lengths (B,), got {tuple(targets.shape)} and "
+                         f"{tuple(target_lengths.shape)}")
+    _checks.check_target_values(targets, target_lengths, vocab, None if loss == "ssnt" else blank)
+    enc_proj, pred_proj = joiner.encoder_proj(enc), joiner.predictor_proj(pred)
+    if loss == "ssnt":
+        pred_proj = pred_proj[:, : targets.shape[1]]
+    chunk = _chunk_frames(enc.shape[0], enc.shape[1], pred_proj.shape[1], vocab, enc_proj.shape[-1],
+                          max(4, enc_proj.element_size()), memory_budget_mb, chunk_size)
+    spec = {"joiner": joiner, "choose_head": choose_head, "loss": loss, "targets": targets, "blank": blank,
+            "clamp": float(clamp), "final_blank": bool(final_blank), "logit_lengths": logit_lengths,
+            "target_lengths": target_lengths, "chunk": chunk}
+    # everything after the two projections: the output layer and any parameters of hidden()
+    params = [p for name, p in joiner.named_parameters() if not name.startswith(("encoder_proj.", "predictor_proj."))]
+    if choose_head is not None:
+        params += list(choose_head.parameters())
+    losses = _FusedJoinerLoss.apply(spec, enc_proj, pred_proj, *params)
+    return _checks.reduce(losses.to(_checks.output_dtype(enc)), reduction)
+
+
+__all__ = ["Joiner", "fused_transducer_loss", "packed_cells"]
