@@ -42,19 +42,20 @@ class Joiner(nn.Module):
         self.output = nn.Linear(joiner_dim, vocab_size)
 
     def hidden(self, enc_proj: torch.Tensor, pred_proj: torch.Tensor) -> torch.Tensor:
-        """(B, T, H), (B, U+1, H) projections -> (B, T, U+1, H) joiner hidden states."""
-        return self.activation(enc_proj.unsqueeze(2) + pred_proj.unsqueeze(1))
+        """act(enc_proj + pred_proj) for projections already shaped to broadcast (e.g. (B, T, 1, H)
+        and (B, 1, U+1, H) give the (B, T, U+1, H) hidden states)."""
+        return self.activation(enc_proj + pred_proj)
 
     def forward(self, enc: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         """Dense logits (B, T, U+1, V) from encoder (B, T, H_e) and predictor (B, U+1, H_p) outputs."""
-        return self.output(self.hidden(self.encoder_proj(enc), self.predictor_proj(pred)))
+        return self.output(self.hidden(self.encoder_proj(enc).unsqueeze(2), self.predictor_proj(pred).unsqueeze(1)))
 
     def packed(self, enc: torch.Tensor, pred: torch.Tensor, logit_lengths, target_lengths) -> torch.Tensor:
         """Packed logits (sum_b T_b (U_b+1), V), rows ordered b, t, u over the valid cells only
         (the optimized_transducer layout, accepted by ``rnnt_loss`` and ``modified_rnnt_loss``)."""
         b, t, u = packed_cells(logit_lengths, target_lengths, enc.device)
         enc_proj, pred_proj = self.encoder_proj(enc), self.predictor_proj(pred)
-        return self.output(self.activation(enc_proj[b, t] + pred_proj[b, u]))
+        return self.output(self.hidden(enc_proj[b, t], pred_proj[b, u]))
 
 
 def packed_cells(logit_lengths, target_lengths, device):
@@ -97,7 +98,7 @@ class _FusedJoinerLoss(torch.autograd.Function):
         column_targets = _column_targets(targets, columns, ssnt)
         for t0 in range(0, frames, spec["chunk"]):
             t1 = min(frames, t0 + spec["chunk"])
-            hidden = joiner.hidden(enc_proj[:, t0:t1], pred_proj)
+            hidden = joiner.hidden(enc_proj[:, t0:t1].unsqueeze(2), pred_proj.unsqueeze(1))
             logits = joiner.output(hidden).to(dtype)
             lse[:, t0:t1] = torch.logsumexp(logits, dim=-1)
             target_logit = logits.gather(-1, column_targets[:, None, :, None].expand(-1, t1 - t0, -1, 1))[..., 0]
@@ -135,7 +136,7 @@ class _FusedJoinerLoss(torch.autograd.Function):
             with torch.enable_grad():
                 e = enc_proj[:, t0:t1].detach().requires_grad_()
                 p = pred_proj.detach().requires_grad_()
-                hidden = joiner.hidden(e, p)
+                hidden = joiner.hidden(e.unsqueeze(2), p.unsqueeze(1))
                 logits = joiner.output(hidden)
                 outputs = [logits]
                 softmax = torch.exp(logits.detach().to(lse.dtype) - lse[:, t0:t1, :, None])
@@ -201,11 +202,11 @@ def fused_transducer_loss(joiner, enc, pred, targets, logit_lengths, target_leng
     (loss="rnnt"), ``modified_rnnt_loss(..., final_blank=final_blank)`` (loss="modified_rnnt"), or for
     loss="ssnt" ``ssnt_loss(log_softmax(logits).transpose(1, 2)[:, :J], targets,
     logsigmoid(choose_head(hidden))[..., 0].transpose(1, 2)[:, :J], logit_lengths, target_lengths)``
-    with hidden = joiner.hidden(...) and J = targets.shape[1] (the predictor state before token j).
+    with hidden = joiner.hidden(enc_proj[:, :, None], pred_proj[:, None]) and J = targets.shape[1] (the predictor state before token j).
 
     Args:
         joiner: a :class:`Joiner` (or any module with ``encoder_proj``, ``predictor_proj``,
-            ``hidden(enc_proj, pred_proj)`` and ``output``).
+            ``hidden(enc_proj, pred_proj)`` for broadcastable projections, and ``output``).
         enc: (B, T, H_e) encoder output; pred: (B, U+1, H_p) predictor output.
         chunk_size: frames per chunk; by default chosen so that one chunk's working set stays
             under ``memory_budget_mb``. Gradients flow to enc, pred and every joiner (and choose

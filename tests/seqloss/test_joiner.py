@@ -20,7 +20,7 @@ def _setup(dtype, seed=0, activation="tanh"):
 
 def _dense(loss, joiner, choose, enc, pred, targets, ll, tl, reduction, **kw):
     if loss == "ssnt":
-        hidden = joiner.hidden(joiner.encoder_proj(enc), joiner.predictor_proj(pred))
+        hidden = joiner.hidden(joiner.encoder_proj(enc)[:, :, None], joiner.predictor_proj(pred)[:, None])
         log_probs = joiner.output(hidden).log_softmax(-1).transpose(1, 2)[:, :U]
         log_p_choose = torch.nn.functional.logsigmoid(choose(hidden)[..., 0]).transpose(1, 2)[:, :U]
         return seqloss.ssnt_loss(log_probs, targets, log_p_choose, ll, tl, reduction=reduction)
