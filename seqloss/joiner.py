@@ -104,7 +104,7 @@ class _FusedJoinerLoss(torch.autograd.Function):
             target_logit = logits.gather(-1, column_targets[:, None, :, None].expand(-1, t1 - t0, -1, 1))[..., 0]
             emit_scores[:, t0:t1] = target_logit - lse[:, t0:t1]
             if ssnt:
-                blank_scores[:, t0:t1] = torch.nn.functional.logsigmoid(choose_head(hidden)[..., 0].to(dtype))
+                blank_scores[:, t0:t1] = choose_head(hidden).to(dtype)
             else:
                 blank_scores[:, t0:t1] = logits[..., blank] - lse[:, t0:t1]
         with torch.enable_grad():
@@ -145,11 +145,9 @@ class _FusedJoinerLoss(torch.autograd.Function):
                 if ssnt:
                     grad_logits = -softmax * emit_occ[..., None]
                     grad_logits.scatter_add_(-1, index, emit_occ[..., None])
-                    choose_logit = choose_head(hidden)
-                    outputs.append(choose_logit)
-                    # q = logsigmoid(c): d loss / d c = d loss / d q * sigmoid(-c)
-                    d_choose = d_blank[:, t0:t1, :, None] * torch.sigmoid(-choose_logit.detach().to(lse.dtype))
-                    grad_choose = (d_choose * scale).to(choose_logit.dtype)
+                    log_p_choose = choose_head(hidden)
+                    outputs.append(log_p_choose)
+                    grad_choose = (d_blank[:, t0:t1] * scale[..., 0]).to(log_p_choose.dtype)
                 else:
                     blank_occ = d_blank[:, t0:t1]
                     grad_logits = -softmax * (blank_occ + emit_occ)[..., None]
@@ -201,13 +199,14 @@ def fused_transducer_loss(joiner, enc, pred, targets, logit_lengths, target_leng
     Equals ``rnnt_loss(joiner(enc, pred), targets, logit_lengths, target_lengths, blank, clamp, reduction)``
     (loss="rnnt"), ``modified_rnnt_loss(..., final_blank=final_blank)`` (loss="modified_rnnt"), or for
     loss="ssnt" ``ssnt_loss(log_softmax(logits).transpose(1, 2)[:, :J], targets,
-    logsigmoid(choose_head(hidden))[..., 0].transpose(1, 2)[:, :J], logit_lengths, target_lengths)``
+    choose_head(hidden).transpose(1, 2)[:, :J], logit_lengths, target_lengths)``
     with hidden = joiner.hidden(enc_proj[:, :, None], pred_proj[:, None]) and J = targets.shape[1] (the predictor state before token j).
 
     Args:
         joiner: a :class:`Joiner` (or any module with ``encoder_proj``, ``predictor_proj``,
             ``hidden(enc_proj, pred_proj)`` for broadcastable projections, and ``output``).
         enc: (B, T, H_e) encoder output; pred: (B, U+1, H_p) predictor output.
+        choose_head (SSNT): maps hidden states (..., H) to log P(emit) (...), e.g. logsigmoid(Linear(H, 1)).
         chunk_size: frames per chunk; by default chosen so that one chunk's working set stays
             under ``memory_budget_mb``. Gradients flow to enc, pred and every joiner (and choose
             head) parameter.
@@ -215,7 +214,8 @@ def fused_transducer_loss(joiner, enc, pred, targets, logit_lengths, target_leng
     if loss not in ("rnnt", "modified_rnnt", "ssnt"):
         raise ValueError(f"loss must be 'rnnt', 'modified_rnnt' or 'ssnt', got {loss!r}")
     if loss == "ssnt" and choose_head is None:
-        raise ValueError("choose_head is required for loss='ssnt' (a module mapping the joiner hidden state to 1)")
+        raise ValueError("choose_head is required for loss='ssnt' (a module mapping joiner hidden states (..., H) "
+                         "to log P(emit) (...))")
     _checks.check_reduction(reduction)
     _checks.check_scores("enc", enc, (3,))
     _checks.check_scores("pred", pred, (3,))

@@ -7,10 +7,21 @@ import seqloss
 B, T, U, HE, HP, H, V = 3, 11, 4, 5, 6, 7, 9
 
 
+class LogSigmoidHead(torch.nn.Module):
+    """SSNT choose head: log P(emit) = logsigmoid(w . h + b)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.linear = torch.nn.Linear(dim, 1)
+
+    def forward(self, hidden):
+        return torch.nn.functional.logsigmoid(self.linear(hidden)[..., 0])
+
+
 def _setup(dtype, seed=0, activation="tanh"):
     torch.manual_seed(seed)
     joiner = seqloss.Joiner(HE, HP, H, V, activation=activation).to(dtype)
-    choose = torch.nn.Linear(H, 1).to(dtype)
+    choose = LogSigmoidHead(H).to(dtype)
     enc = torch.randn(B, T, HE, dtype=dtype, requires_grad=True)
     pred = torch.randn(B, U + 1, HP, dtype=dtype, requires_grad=True)
     targets = torch.randint(1, V, (B, U))
@@ -22,7 +33,7 @@ def _dense(loss, joiner, choose, enc, pred, targets, ll, tl, reduction, **kw):
     if loss == "ssnt":
         hidden = joiner.hidden(joiner.encoder_proj(enc)[:, :, None], joiner.predictor_proj(pred)[:, None])
         log_probs = joiner.output(hidden).log_softmax(-1).transpose(1, 2)[:, :U]
-        log_p_choose = torch.nn.functional.logsigmoid(choose(hidden)[..., 0]).transpose(1, 2)[:, :U]
+        log_p_choose = choose(hidden).transpose(1, 2)[:, :U]
         return seqloss.ssnt_loss(log_probs, targets, log_p_choose, ll, tl, reduction=reduction)
     fn = seqloss.rnnt_loss if loss == "rnnt" else seqloss.modified_rnnt_loss
     return fn(joiner(enc, pred), targets, ll, tl, blank=0, reduction=reduction, **kw)
