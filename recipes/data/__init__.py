@@ -1,0 +1,1 @@
+"""Data pipeline of the recipe: corpora, readers, tokenizers, features, batching, the data module."""

@@ -1,0 +1,109 @@
+"""The map-style dataset behind the data loaders: one item is one collated batch."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Sequence
+
+import torch
+
+from recipes.data.audio import BadAudioError, read_audio
+from recipes.data.augment import SpecAugment, choose_speed, speed_perturb
+from recipes.data.features import SAMPLE_RATE, GlobalCMVN, fbank, resample
+from recipes.data.manifest import Utterance
+
+log = logging.getLogger(__name__)
+
+
+def load_features(utterance: Utterance, num_mel_bins: int = 80,
+                  speed: float = 1.0) -> torch.Tensor:
+    """Return the (T, num_mel_bins) fbank of ``utterance``'s audio, resampled to 16 kHz and sped
+    up by ``speed``; a bad file raises :class:`BadAudioError` naming it."""
+    samples, sample_rate = read_audio(utterance.audio_filepath)
+    waveform = torch.from_numpy(samples)
+    waveform = speed_perturb(resample(waveform, sample_rate, SAMPLE_RATE), speed, SAMPLE_RATE)
+    if waveform.numel() < round(0.025 * SAMPLE_RATE):
+        raise BadAudioError(f"audio file {utterance.audio_filepath} is shorter than one frame")
+    return fbank(waveform, num_mel_bins)
+
+
+class ASRBatchDataset(torch.utils.data.Dataset):
+    """Turns a sampler item ``(epoch, indices)`` into a batch dict (see ``ASRDataModule``).
+
+    Features are normalised with ``cmvn``; training datasets add speed perturbation (a factor
+    from ``speed_factors`` per utterance) and ``spec_augment``. The random draws of an utterance
+    come from a generator seeded by (``seed``, epoch, utterance index), so a batch is the same
+    whichever worker builds it. With ``skip_bad_audio`` an unreadable file is logged, left out of
+    its batch and counted in ``num_bad_audio`` (per process); otherwise its error propagates.
+    """
+
+    def __init__(self, utterances: Sequence[Utterance], texts: Sequence[str],
+                 targets: Sequence[Sequence[int]], cmvn: GlobalCMVN, num_mel_bins: int = 80,
+                 speed_factors: Sequence[float] = (1.0,), spec_augment: SpecAugment | None = None,
+                 seed: int = 0, skip_bad_audio: bool = False) -> None:
+        if not len(utterances) == len(texts) == len(targets):
+            raise ValueError(f"utterances, texts and targets must have one entry each, got "
+                             f"{len(utterances)}, {len(texts)}, {len(targets)}")
+        if not speed_factors or any(f <= 0 for f in speed_factors):
+            raise ValueError(f"speed_factors must be positive numbers, got {speed_factors!r}")
+        self.utterances, self.texts, self.targets = list(utterances), list(texts), list(targets)
+        self.cmvn, self.num_mel_bins = cmvn, num_mel_bins
+        self.speed_factors, self.spec_augment = tuple(speed_factors), spec_augment
+        self.seed, self.skip_bad_audio = seed, skip_bad_audio
+        self.num_bad_audio = 0
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def _generator(self, epoch: int, index: int) -> torch.Generator:
+        key = f"{self.seed}-{epoch}-{index}".encode()
+        return torch.Generator().manual_seed(zlib.crc32(key))
+
+    def _features(self, epoch: int, index: int) -> torch.Tensor:
+        augment = self.spec_augment is not None or self.speed_factors != (1.0,)
+        generator = self._generator(epoch, index) if augment else None
+        speed = choose_speed(self.speed_factors, generator) if augment else 1.0
+        features = self.cmvn(load_features(self.utterances[index], self.num_mel_bins, speed))
+        if self.spec_augment is not None:
+            features = self.spec_augment(features, generator)
+        return features
+
+    def __getitem__(self, item: tuple[int, Sequence[int]]) -> dict:
+        epoch, indices = item
+        kept, features = [], []
+        for index in indices:
+            try:
+                features.append(self._features(epoch, index))
+            except BadAudioError as error:
+                if not self.skip_bad_audio:
+                    raise
+                self.num_bad_audio += 1
+                log.warning("skipping utterance %s: %s", self.utterances[index].id, error)
+                continue
+            kept.append(index)
+        return self.collate(kept, features)
+
+    def collate(self, indices: Sequence[int], features: Sequence[torch.Tensor]) -> dict:
+        """Return the padded batch of the utterances ``indices`` with their ``features``."""
+        targets = [torch.tensor(self.targets[i], dtype=torch.int64) for i in indices]
+        feature_lengths = torch.tensor([f.shape[0] for f in features], dtype=torch.int64)
+        max_frames = int(feature_lengths.max()) if features else 0
+        padded = torch.zeros(len(features), max_frames, self.num_mel_bins)
+        for row, frames in enumerate(features):
+            padded[row, : frames.shape[0]] = frames
+        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.int64)
+        max_tokens = int(target_lengths.max()) if targets else 0
+        padded_targets = torch.zeros(len(targets), max_tokens, dtype=torch.int64)
+        for row, tokens in enumerate(targets):
+            padded_targets[row, : len(tokens)] = tokens
+        return {
+            "features": padded,
+            "feature_lengths": feature_lengths,
+            "targets": padded_targets,
+            "target_lengths": target_lengths,
+            "texts": [self.texts[i] for i in indices],
+            "ids": [self.utterances[i].id for i in indices],
+            "durations": torch.tensor([self.utterances[i].duration for i in indices],
+                                      dtype=torch.float32),
+        }

@@ -1,0 +1,113 @@
+"""Utterance records and JSONL manifests (the NeMo convention: audio_filepath, duration, text)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+    """One utterance: its id, audio file, duration in seconds and raw transcript."""
+
+    id: str
+    audio_filepath: Path
+    duration: float
+    text: str
+
+
+def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance]) -> Path:
+    """Write ``utterances`` as JSONL to ``path`` atomically and return ``path``.
+
+    Each line holds ``audio_filepath``, ``duration``, ``text`` and ``id``. The audio path is
+    relative to the manifest's folder when the audio lies under that folder's parent (a corpus
+    root holding ``manifests/``), so that the corpus can move; otherwise it is absolute.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent.resolve()
+    lines = []
+    for utterance in utterances:
+        audio = Path(utterance.audio_filepath).resolve()
+        audio = Path(os.path.relpath(audio, base)) if audio.is_relative_to(base.parent) else audio
+        lines.append(json.dumps({"audio_filepath": str(audio), "duration": utterance.duration,
+                                 "text": utterance.text, "id": utterance.id}) + "\n")
+    partial_path = path.with_name(f".{path.name}.partial")
+    partial_path.write_text("".join(lines))
+    os.replace(partial_path, path)
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> list[Utterance]:
+    """Return the utterances of the JSONL manifest at ``path``.
+
+    Relative ``audio_filepath`` values are taken relative to the manifest's folder; a line without
+    ``id`` gets its audio file's stem. A missing key or a bad line raises a ValueError naming the
+    file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"manifest: no such file {path}")
+    utterances = []
+    with path.open() as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                audio = Path(entry["audio_filepath"])
+                utterances.append(Utterance(
+                    id=str(entry.get("id", audio.stem)),
+                    audio_filepath=audio if audio.is_absolute() else path.parent / audio,
+                    duration=float(entry["duration"]),
+                    text=str(entry["text"]),
+                ))
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"manifest {path}, line {number}: {error!r}") from error
+    return utterances
+
+
+def read_manifests(paths: Sequence[str | os.PathLike]) -> list[Utterance]:
+    """Return the utterances of every manifest in ``paths``, in order; ids must be unique."""
+    utterances = [u for path in paths for u in read_manifest(path)]
+    seen: set[str] = set()
+    for utterance in utterances:
+        if utterance.id in seen:
+            raise ValueError(f"manifests {list(map(str, paths))}: utterance id {utterance.id!r} "
+                             f"occurs twice")
+        seen.add(utterance.id)
+    return utterances
+
+
+class ManifestCorpus:
+    """A corpus given as JSONL manifests per part (``train``, ``dev``, ``test``).
+
+    Relative manifest paths are taken relative to ``root``, which also holds the derived files
+    (tokenizer, normalisation statistics).
+    """
+
+    def __init__(self, root: str | os.PathLike, train: Sequence[str], dev: Sequence[str],
+                 test: Sequence[str]) -> None:
+        self.root = Path(root)
+        self.cache_dir = self.root
+        self._manifests = {}
+        for part, paths in (("train", train), ("dev", dev), ("test", test)):
+            if isinstance(paths, (str, os.PathLike)):
+                raise ValueError(f"{part} must be a list of manifest paths, got {paths!r}")
+            self._manifests[part] = [self.root / path for path in paths]
+
+    def prepare(self, skip_bad_audio: bool = False) -> None:
+        """Check that every manifest exists (manifests are never rewritten)."""
+        for part, paths in self._manifests.items():
+            for path in paths:
+                if not path.is_file():
+                    raise ValueError(f"{part}: no such manifest {path}")
+
+    def manifests(self, part: str) -> list[Path]:
+        """Return the manifest paths of ``part`` (``train``, ``dev`` or ``test``)."""
+        if part not in self._manifests:
+            raise ValueError(f"part must be one of {sorted(self._manifests)}, got {part!r}")
+        return list(self._manifests[part])

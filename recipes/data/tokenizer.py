@@ -1,0 +1,142 @@
+"""Tokenizers with the blank at id 0: sentencepiece (unigram/BPE) and characters.
+
+Both satisfy one contract: ``vocab_size`` counts every id including the blank, ``blank_id == 0``,
+``encode(text)`` returns ids in ``1..vocab_size-1`` and ``decode(ids)`` ignores blanks. They are
+trained on the training transcripts once and stored with the data (``<cache_dir>/lang_*``);
+later runs load the stored files. The Hydra configs build *factories*
+(``build_sentencepiece_tokenizer`` / ``build_char_tokenizer`` with ``_partial_: true``) that the
+data module calls with the transcripts and the folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+BLANK = "<blk>"
+SPACE = "▁"  # how a word boundary is spelled in tokens.txt and by sentencepiece
+
+
+class SentencePieceTokenizer:
+    """A sentencepiece model whose id 0 is the blank (trained with ``pad_id=0``).
+
+    Characters the model has never seen map to ``<unk>`` (id 1).
+    """
+
+    blank_id = 0
+
+    def __init__(self, model_path: str | os.PathLike) -> None:
+        import sentencepiece
+
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise ValueError(f"model_path: no such file {model_path}")
+        self.model_path = model_path
+        self._processor = sentencepiece.SentencePieceProcessor(model_file=str(model_path))
+        if self._processor.id_to_piece(0) != BLANK:
+            raise ValueError(f"model_path: {model_path} does not have {BLANK} at id 0")
+
+    @property
+    def vocab_size(self) -> int:
+        return self._processor.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._processor.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._processor.decode([int(i) for i in ids if i != self.blank_id])
+
+    def __getstate__(self) -> dict:  # data loader workers receive the path, not the C++ object
+        return {"model_path": self.model_path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["model_path"])
+
+
+def build_sentencepiece_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike,
+                                  vocab_size: int = 256, model_type: str = "bpe",
+                                  ) -> SentencePieceTokenizer:
+    """Return the sentencepiece tokenizer stored in ``<out_dir>/lang_<model_type>_<vocab_size>``.
+
+    It is trained on ``texts`` (normalised transcripts, one utterance each) the first time and
+    loaded afterwards. ``vocab_size`` includes the blank and ``<unk>``; on a corpus too small for
+    it the model comes out smaller (``hard_vocab_limit=False``): read ``vocab_size`` back.
+    """
+    import sentencepiece
+
+    if model_type not in ("bpe", "unigram"):
+        raise ValueError(f"model_type must be 'bpe' or 'unigram', got {model_type!r}")
+    if not isinstance(vocab_size, int) or vocab_size < 3:
+        raise ValueError(f"vocab_size must be an int >= 3, got {vocab_size!r}")
+    lang_dir = Path(out_dir) / f"lang_{model_type}_{vocab_size}"
+    model_path = lang_dir / "sp.model"
+    if not model_path.exists():
+        lang_dir.mkdir(parents=True, exist_ok=True)
+        transcript = lang_dir / "transcript.txt"
+        transcript.write_text("".join(f"{text}\n" for text in texts))
+        prefix = lang_dir / ".sp-partial"
+        sentencepiece.SentencePieceTrainer.train(
+            input=str(transcript), model_prefix=str(prefix), vocab_size=vocab_size,
+            model_type=model_type, character_coverage=1.0, hard_vocab_limit=False,
+            pad_id=0, pad_piece=BLANK, unk_id=1, bos_id=-1, eos_id=-1, num_threads=1,
+            minloglevel=2,
+        )
+        os.replace(prefix.with_suffix(".vocab"), lang_dir / "sp.vocab")
+        os.replace(prefix.with_suffix(".model"), model_path)  # last: marks a finished model
+    return SentencePieceTokenizer(model_path)
+
+
+class CharTokenizer:
+    """Characters as tokens: id 0 is the blank, then the symbols of ``tokens`` in order.
+
+    A space is spelled ``▁``. Encoding a character outside the symbol set raises a ValueError.
+    """
+
+    blank_id = 0
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        tokens = list(tokens)
+        if len(set(tokens)) != len(tokens) or any(len(t) != 1 for t in tokens) or BLANK in tokens:
+            raise ValueError(f"tokens must be distinct single characters, got {tokens!r}")
+        self.tokens = [BLANK, *tokens]
+        self._ids = {token: index for index, token in enumerate(self.tokens)}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CharTokenizer:
+        """Return the tokenizer stored as a ``tokens.txt`` (one symbol a line, blank first)."""
+        lines = Path(path).read_text().splitlines()
+        if not lines or lines[0] != BLANK:
+            raise ValueError(f"path: {path} does not start with {BLANK}")
+        return cls(lines[1:])
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text("".join(f"{token}\n" for token in self.tokens))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self._ids[char] for char in text.replace(" ", SPACE)]
+        except KeyError as error:
+            raise ValueError(f"text: character {error.args[0]!r} is not in the vocabulary") from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.tokens[i] for i in ids if i != self.blank_id).replace(SPACE, " ")
+
+
+def build_char_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike) -> CharTokenizer:
+    """Return the character tokenizer stored in ``<out_dir>/lang_char/tokens.txt``.
+
+    The first time, its symbols are the sorted characters of ``texts``; later it is loaded.
+    """
+    path = Path(out_dir) / "lang_char" / "tokens.txt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        symbols = sorted({char for text in texts for char in text.replace(" ", SPACE)})
+        partial_path = path.with_name(".tokens.txt.partial")
+        CharTokenizer(symbols).save(partial_path)
+        os.replace(partial_path, path)
+    return CharTokenizer.load(path)
