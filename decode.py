@@ -1,0 +1,172 @@
+"""Decodes a trained model and writes WER files: `python decode.py [ckpt_path=...] [decoding=greedy|beam|viterbi]`.
+
+Loads the training run's resolved config (`<run>/config.yaml`), rebuilds its data module and
+model, loads (optionally averages) checkpoints, then either recognises the test/dev split
+(greedy or beam search) and writes `recogs-*`, `errs-*`, `wer-summary-*` and a JSON under
+`<run>/decode/`, or (decoding=viterbi) force-aligns the references and writes a CTM file and
+occupancy plots. Outputs are named by every setting, so nothing is overwritten.
+"""
+import logging
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from recipes.decoding.alignment import ForcedAligner, ctm_lines, force_align, plot_alignment  # noqa: E402
+from recipes.decoding.wer_files import write_results  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def newest_run(log_dir: Path) -> Path:
+    """The most recent training run directory holding a checkpoint."""
+    runs = [p.parent.parent for p in log_dir.glob("*/runs/*/*/checkpoints/last.ckpt")]
+    if not runs:
+        raise FileNotFoundError(f"ckpt_path is null and no training run with checkpoints exists under "
+                                f"{log_dir}/<task>/runs/: train first, or pass ckpt_path=...")
+    return max(runs, key=lambda p: (p / "checkpoints" / "last.ckpt").stat().st_mtime_ns)
+
+
+def select_checkpoints(cfg: DictConfig) -> tuple[Path, list[Path]]:
+    """(run directory, checkpoints to load): ckpt_path itself, or the newest run's best checkpoint;
+    with avg=N, the N newest checkpoints (by training step) of that run."""
+    if cfg.avg < 1:
+        raise ValueError(f"avg must be >= 1, got {cfg.avg}")
+    if cfg.ckpt_path:
+        chosen = Path(cfg.ckpt_path)
+        if not chosen.is_file():
+            raise FileNotFoundError(f"ckpt_path: no such file {chosen}")
+        run_dir = chosen.parent.parent
+    else:
+        run_dir = newest_run(Path(cfg.paths.log_dir))
+        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+        chosen = best[-1] if best else run_dir / "checkpoints" / "last.ckpt"
+    if cfg.avg == 1:
+        return run_dir, [chosen]
+    steps = {p: torch.load(p, map_location="cpu", weights_only=False)["global_step"]
+             for p in (run_dir / "checkpoints").glob("*.ckpt")}
+    unique = {}
+    for path, step in sorted(steps.items(), key=lambda kv: kv[1]):
+        unique[step] = path  # one checkpoint per step (last.ckpt may duplicate the best one)
+    newest = [unique[s] for s in sorted(unique)[-cfg.avg:]]
+    if len(newest) < cfg.avg:
+        raise ValueError(f"avg={cfg.avg}, but the run has only {len(newest)} checkpoints at distinct steps")
+    return run_dir, newest
+
+
+def averaged_state_dict(paths: list[Path]) -> dict:
+    """The element-wise mean of the checkpoints' model weights (integer buffers from the newest)."""
+    states = [torch.load(p, map_location="cpu", weights_only=False)["state_dict"] for p in paths]
+    out = {}
+    for key, value in states[-1].items():
+        out[key] = (sum(s[key].double() for s in states) / len(states)).to(value.dtype) \
+            if value.is_floating_point() else value
+    return out
+
+
+def settings_suffix(cfg: DictConfig, checkpoints: list[Path]) -> str:
+    name = cfg.decoding._target_.rsplit(".", 1)[-1]
+    parts = {"GreedyDecoder": ["greedy", f"maxsym{cfg.decoding.get('max_symbols_per_frame', 1)}"],
+             "BeamSearchDecoder": ["beam", f"size{cfg.decoding.get('beam_size')}",
+                                   "rescored" if cfg.decoding.get("rescore", True) else "search-scores"],
+             "ForcedAligner": ["viterbi"]}.get(name, [name])
+    parts.append(checkpoints[-1].stem + (f"-avg{len(checkpoints)}" if len(checkpoints) > 1 else ""))
+    return "_".join(parts)
+
+
+def decode(cfg: DictConfig) -> dict:
+    """Runs the configured decoding; returns the summary (WER, counts, ...) or alignment stats."""
+    if cfg.get("num_threads"):
+        torch.set_num_threads(cfg.num_threads)
+    if cfg.split not in ("test", "dev"):
+        raise ValueError(f"split must be 'test' or 'dev', got {cfg.split!r}")
+    run_dir, checkpoints = select_checkpoints(cfg)
+    train_cfg = OmegaConf.load(run_dir / "config.yaml")
+    log.info(f"run {run_dir}; checkpoints {[p.name for p in checkpoints]}")
+
+    datamodule = hydra.utils.instantiate(train_cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test" if cfg.split == "test" else "validate")
+    loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
+    model = hydra.utils.instantiate(train_cfg.model)
+    model.load_state_dict(averaged_state_dict(checkpoints))
+    model.eval()
+    tokenizer = datamodule.tokenizer
+    decoder = hydra.utils.instantiate(cfg.decoding)
+    suffix = settings_suffix(cfg, checkpoints)
+    out_dir = run_dir / "decode"
+    frame_shift = 0.01 * getattr(model.transcriber, "stack", 1)
+
+    if isinstance(decoder, ForcedAligner):
+        return _align(model, loader, tokenizer, decoder, out_dir, cfg, suffix, frame_shift, run_dir)
+
+    results, audio_s, decode_s = [], 0.0, 0.0
+    with torch.no_grad():
+        for batch in loader:
+            if cfg.max_utterances is not None and len(results) >= cfg.max_utterances:
+                break
+            start = time.perf_counter()
+            enc, lengths = model.encode(batch["features"], batch["feature_lengths"])
+            hyps = decoder(model, enc, lengths)
+            decode_s += time.perf_counter() - start
+            audio_s += float(batch["durations"].sum())
+            results += [(uid, ref, tokenizer.decode(h)) for uid, ref, h in zip(batch["ids"], batch["texts"], hyps)]
+    settings = {"decoding": OmegaConf.to_container(cfg.decoding), "checkpoints": [str(p) for p in checkpoints],
+                "split": cfg.split, "loss": model.objective.name}
+    summary = write_results(out_dir, cfg.split, suffix, results, settings, real_time_factor=decode_s / max(audio_s, 1e-9))
+    log.info(f"{cfg.split} WER {100 * summary['wer']:.2f}% ({summary['utterances']} utterances, "
+             f"RTF {summary['real_time_factor']:.3f}); files in {out_dir} with suffix {suffix}")
+    print(f"{model.objective.name} {cfg.split} WER {100 * summary['wer']:.2f}%  ({out_dir}/wer-summary-{cfg.split}-{suffix}.txt)")
+    if cfg.log_to_wandb:
+        _log_wandb(run_dir, {f"decode/{cfg.split}_wer_{suffix}": summary["wer"]})
+    return summary
+
+
+def _align(model, loader, tokenizer, aligner, out_dir, cfg, suffix, frame_shift, run_dir) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctm_path = out_dir / f"ctm-{cfg.split}-{suffix}.ctm"
+    plots, count, infeasible = [], 0, 0
+    with open(ctm_path, "w") as ctm:
+        for batch in loader:
+            if cfg.max_utterances is not None and count >= cfg.max_utterances:
+                break
+            for alignment in force_align(model, batch):
+                count += 1
+                infeasible += int(alignment.score == float("-inf"))
+                ctm.writelines(line + "\n" for line in ctm_lines(alignment, tokenizer, frame_shift))
+                if len(plots) < aligner.num_plots:
+                    plots.append(plot_alignment(alignment, tokenizer,
+                                                out_dir / f"align-{cfg.split}-{suffix}" / f"{alignment.utterance_id}.png"))
+    log.info(f"aligned {count} utterances ({infeasible} infeasible): {ctm_path}, {len(plots)} plots")
+    print(f"{model.objective.name} {cfg.split}: aligned {count} utterances -> {ctm_path}")
+    if cfg.log_to_wandb and plots:
+        _log_wandb(run_dir, {"decode/alignments": plots})
+    return {"utterances": count, "infeasible": infeasible, "ctm": str(ctm_path), "plots": [str(p) for p in plots]}
+
+
+def _log_wandb(run_dir: Path, values: dict) -> None:
+    """Adds values (numbers, or PNG paths as images) to the training run's wandb run, if it has one."""
+    runs = sorted((run_dir / "wandb").glob("*run-*"))
+    if not runs:
+        return
+    import wandb
+
+    run_id = runs[-1].name.rsplit("-", 1)[-1]
+    mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    run = wandb.init(id=run_id, resume="allow", dir=str(run_dir), mode=mode, project="seqloss-asr")
+    run.log({k: ([wandb.Image(str(p)) for p in v] if isinstance(v, list) else v) for k, v in values.items()})
+    run.finish()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="decode.yaml")
+def main(cfg: DictConfig) -> None:
+    decode(cfg)
+
+
+if __name__ == "__main__":
+    main()
