@@ -34,7 +34,7 @@ def newest_run(log_dir: Path) -> Path:
 
 def select_checkpoints(cfg: DictConfig) -> tuple[Path, list[Path]]:
     """(run directory, checkpoints to load): ckpt_path itself, or the newest run's best checkpoint;
-    with avg=N, the N newest checkpoints (by training step) of that run."""
+    with avg=N, it and the N-1 checkpoints of that run before it (by training step), oldest first."""
     if cfg.avg < 1:
         raise ValueError(f"avg must be >= 1, got {cfg.avg}")
     if cfg.ckpt_path:
@@ -50,12 +50,14 @@ def select_checkpoints(cfg: DictConfig) -> tuple[Path, list[Path]]:
         return run_dir, [chosen]
     steps = {p: torch.load(p, map_location="cpu", weights_only=False)["global_step"]
              for p in (run_dir / "checkpoints").glob("*.ckpt")}
-    unique = {}
-    for path, step in sorted(steps.items(), key=lambda kv: kv[1]):
-        unique[step] = path  # one checkpoint per step (last.ckpt may duplicate the best one)
-    newest = [unique[s] for s in sorted(unique)[-cfg.avg:]]
+    by_step = {steps[chosen]: chosen}  # one checkpoint per step: the chosen one, else the first by name
+    for path in sorted(steps):
+        if steps[path] <= steps[chosen]:
+            by_step.setdefault(steps[path], path)
+    newest = [by_step[s] for s in sorted(by_step)[-cfg.avg:]]
     if len(newest) < cfg.avg:
-        raise ValueError(f"avg={cfg.avg}, but the run has only {len(newest)} checkpoints at distinct steps")
+        raise ValueError(f"avg={cfg.avg}, but the run has only {len(newest)} checkpoints at distinct steps up to "
+                         f"{chosen.name} (keep more with callbacks=[default,epoch_checkpoint])")
     return run_dir, newest
 
 
