@@ -1,0 +1,5 @@
+"""Lightning callbacks of the recipe: per-step performance metrics and the Ctrl-C checkpoint."""
+from recipes.callbacks.interrupt import InterruptCheckpoint
+from recipes.callbacks.perf import PerfMonitor
+
+__all__ = ["InterruptCheckpoint", "PerfMonitor"]

@@ -1,0 +1,119 @@
+"""Batched greedy decoding for CTC, RNN-T, the modified transducer and SSNT.
+
+All functions take encoder output (B, T, E) with lengths and return one list of token ids per
+utterance (blank never appears in a hypothesis).
+"""
+import math
+
+import torch
+from torch import nn
+
+
+def ctc_greedy(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0) -> list[list[int]]:
+    """Best path per frame, repeats merged, blanks removed. log_probs (B, T, V)."""
+    best = log_probs.argmax(dim=-1).cpu()
+    hyps = []
+    for b, length in enumerate(lengths.tolist()):
+        path = best[b, :length]
+        keep = torch.ones_like(path, dtype=torch.bool)
+        keep[1:] = path[1:] != path[:-1]
+        hyps.append([tok for tok in path[keep].tolist() if tok != blank_id])
+    return hyps
+
+
+def _label_loop(enc, lengths, predictor, joiner, max_symbols_per_frame, choose):
+    """Shared frame-synchronous loop: at frame t, up to `max_symbols_per_frame` tokens are emitted.
+
+    `choose(hidden)` maps the joiner's hidden activation (B, D) to (emit mask (B,), token (B,)).
+    The predictor advances only for the utterances that emitted.
+    """
+    batch, frames, _ = enc.shape
+    enc_proj = joiner.encoder_proj(enc)
+    tokens = torch.full((batch,), predictor.blank_id, dtype=torch.long, device=enc.device)
+    pred_out, state = predictor.step(tokens, None)
+    pred_proj = joiner.predictor_proj(pred_out)
+    hyps: list[list[int]] = [[] for _ in range(batch)]
+    for t in range(frames):
+        active = lengths > t
+        for _ in range(max_symbols_per_frame):
+            emit, tokens = choose(joiner.hidden(enc_proj[:, t], pred_proj))
+            emit = emit & active
+            if not bool(emit.any()):
+                break
+            for b in emit.nonzero().flatten().tolist():
+                hyps[b].append(int(tokens[b]))
+            new_out, new_state = predictor.step(tokens, state)
+            mask = emit[:, None]
+            pred_proj = torch.where(mask, joiner.predictor_proj(new_out), pred_proj)
+            state = tuple(torch.where(mask[None], new, old) for new, old in zip(new_state, state))
+            active = emit
+    return hyps
+
+
+def transducer_greedy(
+    enc: torch.Tensor,
+    lengths: torch.Tensor,
+    predictor: nn.Module,
+    joiner: nn.Module,
+    blank_id: int = 0,
+    max_symbols_per_frame: int = 3,
+) -> list[list[int]]:
+    """RNN-T greedy search: per frame, emit the argmax token until blank wins (or the symbol cap).
+
+    The modified (one-symbol-per-frame) transducer is this search with `max_symbols_per_frame=1`.
+    """
+
+    def choose(hidden):
+        best = joiner.output(hidden).argmax(dim=-1)
+        return best != blank_id, best
+
+    return _label_loop(enc, lengths, predictor, joiner, max_symbols_per_frame, choose)
+
+
+def ssnt_greedy(
+    enc: torch.Tensor,
+    lengths: torch.Tensor,
+    predictor: nn.Module,
+    joiner: nn.Module,
+    choose_head: nn.Module,
+    blank_id: int = 0,
+    max_symbols_per_frame: int = 3,
+) -> list[list[int]]:
+    """SSNT greedy search: emit while P(emit) > 1/2, the token being the argmax over non-blank ids."""
+    log_half = math.log(0.5)
+
+    def choose(hidden):
+        logits = joiner.output(hidden)
+        logits[:, blank_id] = float("-inf")
+        return choose_head(hidden) > log_half, logits.argmax(dim=-1)
+
+    return _label_loop(enc, lengths, predictor, joiner, max_symbols_per_frame, choose)
+
+
+class GreedyDecoder:
+    """Greedy decoding of a model with the recipe's components, for whichever loss it was trained with.
+
+    `max_symbols_per_frame` caps RNN-T and SSNT emissions per encoder frame (the modified
+    transducer always uses 1).
+    """
+
+    def __init__(self, max_symbols_per_frame: int = 3) -> None:
+        if max_symbols_per_frame < 1:
+            raise ValueError(f"max_symbols_per_frame must be >= 1, got {max_symbols_per_frame}")
+        self.max_symbols_per_frame = max_symbols_per_frame
+
+    @torch.no_grad()
+    def __call__(self, model, enc: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        """Hypotheses for encoder output `enc` of `model` (which has `objective`, heads, `blank_id`)."""
+        name = model.objective.name
+        blank = model.objective.blank_id
+        if name == "ctc":
+            return ctc_greedy(model.ctc_head(enc), lengths, blank)
+        if name == "rnnt":
+            return transducer_greedy(enc, lengths, model.predictor, model.joiner, blank, self.max_symbols_per_frame)
+        if name == "modified_rnnt":
+            return transducer_greedy(enc, lengths, model.predictor, model.joiner, blank, 1)
+        if name == "ssnt":
+            return ssnt_greedy(enc, lengths, model.predictor, model.joiner, model.choose_head, blank,
+                               self.max_symbols_per_frame)
+        raise ValueError(f"no greedy decoder for loss {name!r}")

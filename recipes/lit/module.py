@@ -1,0 +1,194 @@
+"""One LightningModule for CTC, RNN-T, modified RNN-T and SSNT models built from the same transcriber."""
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from torch import nn
+
+from recipes.data.text import normalize_text
+from recipes.decoding.greedy import GreedyDecoder
+from recipes.metrics.wer import EditCounts, word_error_counts
+from recipes.models.objectives import Objective
+
+
+class BatchOutOfMemoryError(RuntimeError):
+    """A batch did not fit in device memory; the message names its shape and a `max_duration` to try."""
+
+
+class ASRLitModule(L.LightningModule):
+    """Transcriber + the heads its loss needs, trained on `objective`.
+
+    `optimizer` and `scheduler` are factories (Hydra `_partial_`) called in
+    `configure_optimizers`; the scheduler steps every optimizer step. Heads a loss does not need
+    are `None` (the loss config nulls them). Batches whose loss is not finite are skipped (no
+    backward, no update) and counted in `train/skipped_batches`. Validation and test decode
+    greedily and score WER with the shared normaliser.
+    """
+
+    def __init__(
+        self,
+        transcriber: nn.Module,
+        objective: Objective,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        predictor: nn.Module | None = None,
+        joiner: nn.Module | None = None,
+        ctc_head: nn.Module | None = None,
+        choose_head: nn.Module | None = None,
+        decoder: GreedyDecoder | None = None,
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.transcriber = transcriber
+        self.predictor = predictor
+        self.joiner = joiner
+        self.ctc_head = ctc_head
+        self.choose_head = choose_head
+        self.objective = objective
+        objective.check_parts(self)
+        self.decoder = decoder or GreedyDecoder()
+        self.tokenizer = None
+        self.skipped_batches = 0
+        self._batch: dict | None = None
+        self._rng_to_restore: dict | None = None
+        self._wer_counts = {"val": EditCounts(), "test": EditCounts()}
+
+    # ---------------------------------------------------------------- forward pieces
+    def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder output (B, T', E) and its lengths."""
+        return self.transcriber(features, feature_lengths)
+
+    def loss_per_utterance(self, batch: dict) -> torch.Tensor:
+        """−log P(y | x) for each utterance of the batch, (B,)."""
+        enc, enc_lengths = self.encode(batch["features"], batch["feature_lengths"])
+        return self.objective(self, enc, enc_lengths, batch["targets"], batch["target_lengths"])
+
+    @torch.no_grad()
+    def transcribe(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
+        """Greedy token-id hypotheses for a batch of features."""
+        enc, enc_lengths = self.encode(features, feature_lengths)
+        return self.decoder(self, enc, enc_lengths)
+
+    # ---------------------------------------------------------------- training
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            self.tokenizer = datamodule.tokenizer
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # The RNG state of an exact resume is restored here, after Lightning has rebuilt the
+        # dataloaders (which draws from the global RNG), at the point where it was saved.
+        if self._rng_to_restore is not None:
+            _set_rng_states(_from_checkpoint_rng(self._rng_to_restore))
+            self._rng_to_restore = None
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        self._batch = batch  # for the out-of-memory message of backward
+        try:
+            loss = self.loss_per_utterance(batch).mean()
+        except torch.OutOfMemoryError as error:
+            raise BatchOutOfMemoryError(_oom_message(batch)) from error
+        finite = bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            # Returning None makes Lightning skip backward and the update; every rank agrees.
+            self.skipped_batches += 1
+            self.log("train/skipped_batches", float(self.skipped_batches))
+            return None
+        batch_size = batch["features"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/skipped_batches", float(self.skipped_batches), batch_size=batch_size)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
+        return loss
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().backward(loss, *args, **kwargs)
+        except torch.OutOfMemoryError as error:
+            raise BatchOutOfMemoryError(_oom_message(self._batch)) from error
+
+    # ---------------------------------------------------------------- evaluation
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        features, lengths = batch["features"], batch["feature_lengths"]
+        loss = self.loss_per_utterance(batch).mean()
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=features.shape[0])
+        if self.tokenizer is None:
+            raise RuntimeError("WER needs a tokenizer: train through a datamodule that exposes `.tokenizer`")
+        hyps = [self.tokenizer.decode(ids) for ids in self.transcribe(features, lengths)]
+        self._wer_counts[stage] += word_error_counts(batch["texts"], hyps, normalize_text)
+
+    def _log_wer(self, stage: str) -> None:
+        counts = self._wer_counts[stage]
+        totals = torch.tensor(
+            [counts.substitutions, counts.deletions, counts.insertions, counts.ref_words],
+            dtype=torch.float64, device=self.device,
+        )
+        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        subs, dels, ins, ref_words = totals.tolist()
+        wer = (subs + dels + ins) / max(ref_words, 1.0)
+        self.log(f"{stage}/wer", wer, prog_bar=True)
+        for name, value in (("sub", subs), ("del", dels), ("ins", ins)):
+            self.log(f"{stage}/{name}_rate", value / max(ref_words, 1.0))
+        self._wer_counts[stage] = EditCounts()
+
+    def on_validation_epoch_start(self) -> None:
+        self._wer_counts["val"] = EditCounts()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_wer("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._wer_counts["test"] = EditCounts()
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_wer("test")
+
+    # ---------------------------------------------------------------- optimisation and state
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["skipped_batches"] = self.skipped_batches
+        checkpoint["rng_states"] = _rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_batches = checkpoint.get("skipped_batches", 0)
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+
+def _rng_states() -> dict:
+    """Every RNG state, as types that `torch.load(weights_only=True)` accepts (numpy's key as a tensor)."""
+    states = _collect_rng_states()
+    kind, key, pos, has_gauss, gauss = states["numpy"]
+    states["numpy"] = (kind, torch.from_numpy(key.copy()), pos, has_gauss, gauss)
+    return states
+
+
+def _from_checkpoint_rng(states: dict) -> dict:
+    """Inverse of `_rng_states`."""
+    kind, key, pos, has_gauss, gauss = states["numpy"]
+    return {**states, "numpy": (kind, key.numpy(), pos, has_gauss, gauss)}
+
+
+def _oom_message(batch: dict) -> str:
+    """Describes the batch that ran out of memory and a smaller `data.max_duration` to try."""
+    features, targets = batch["features"], batch["targets"]
+    total_s = float(batch["durations"].sum()) if "durations" in batch else features.shape[0] * features.shape[1] / 100
+    return (
+        f"out of device memory on a batch of {features.shape[0]} utterances, features {tuple(features.shape)}, "
+        f"targets {tuple(targets.shape)}, {total_s:.1f} s of audio; "
+        f"try data.max_duration={max(1.0, round(total_s * 0.6, 1))}"
+    )

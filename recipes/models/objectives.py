@@ -1,0 +1,158 @@
+"""Training objectives: which heads a loss needs and how its per-utterance loss is computed.
+
+Every objective returns the per-utterance negative log-likelihood −log P(y | x) (B,), so that
+`train/loss` (its batch mean) compares across losses. The seqloss call itself is timed
+(`last_loss_ms`, forward only, device-synchronised) for `perf/loss_ms`.
+"""
+import time
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+import seqloss
+
+from recipes.models.joiner import valid_cells
+
+
+class Parts(Protocol):
+    """The components an objective may use (the LightningModule provides them)."""
+
+    predictor: nn.Module | None
+    joiner: nn.Module | None
+    ctc_head: nn.Module | None
+    choose_head: nn.Module | None
+
+
+class _LossTimer:
+    """Measures the wall time of the wrapped block in milliseconds, synchronising CUDA."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.ms = 0.0
+
+    def __enter__(self) -> "_LossTimer":
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.ms = (time.perf_counter() - self.start) * 1000.0
+
+
+def _seqloss_fn(name: str):
+    fn = getattr(seqloss, name, None)
+    if fn is None:
+        raise NotImplementedError(f"seqloss.{name} is not available in this seqloss version")
+    return fn
+
+
+class Objective:
+    """Base class: `name` (the loss tag), `requires` (components that must exist)."""
+
+    name: str = ""
+    requires: tuple[str, ...] = ()
+
+    def __init__(self, blank_id: int = 0) -> None:
+        self.blank_id = blank_id
+        self.last_loss_ms = 0.0
+
+    def check_parts(self, parts: Parts) -> None:
+        """Raises ValueError naming the components this loss needs but the model lacks."""
+        missing = [name for name in self.requires if getattr(parts, name, None) is None]
+        if missing:
+            raise ValueError(f"loss {self.name!r} needs model components {missing}, which are null in the model config")
+
+    def __call__(self, parts: Parts, enc, enc_lengths, targets, target_lengths) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CTCObjective(Objective):
+    """CTC on the transcriber: a linear head, `seqloss.ctc_loss` with blank `blank_id`."""
+
+    name = "ctc"
+    requires = ("ctc_head",)
+
+    def __call__(self, parts, enc, enc_lengths, targets, target_lengths):
+        log_probs = parts.ctc_head(enc).float().transpose(0, 1)  # (T, B, V)
+        with _LossTimer(enc.device) as timer:
+            loss = _seqloss_fn("ctc_loss")(log_probs, targets, enc_lengths, target_lengths,
+                                           blank=self.blank_id, reduction="none")
+        self.last_loss_ms = timer.ms
+        return loss
+
+
+class TransducerObjective(Objective):
+    """RNN-T (`name="rnnt"`) or the one-symbol-per-frame transducer (`name="modified_rnnt"`).
+
+    The joiner's `mode` picks dense logits, packed logits or the fused joiner+loss.
+    `clamp > 0` clamps the gradient w.r.t. the logits; `final_blank` is the modified
+    transducer's forced final blank (design 3.4).
+    """
+
+    requires = ("predictor", "joiner")
+
+    def __init__(self, name: str = "rnnt", blank_id: int = 0, clamp: float = -1.0, final_blank: bool = True) -> None:
+        super().__init__(blank_id)
+        if name not in ("rnnt", "modified_rnnt"):
+            raise ValueError(f"TransducerObjective name must be 'rnnt' or 'modified_rnnt', got {name!r}")
+        self.name = name
+        self.clamp = clamp
+        self.loss_kwargs = {"final_blank": final_blank} if name == "modified_rnnt" else {}
+
+    def __call__(self, parts, enc, enc_lengths, targets, target_lengths):
+        joiner = parts.joiner
+        pred = parts.predictor(targets)
+        kwargs = dict(blank=self.blank_id, clamp=self.clamp, reduction="none", **self.loss_kwargs)
+        if joiner.mode == "fused":
+            with _LossTimer(enc.device) as timer:
+                loss = _seqloss_fn("fused_transducer_loss")(joiner, enc, pred, targets, enc_lengths, target_lengths,
+                                                            loss=self.name, **kwargs)
+            self.last_loss_ms = timer.ms
+            return loss
+        if joiner.mode == "packed":
+            logits = joiner.packed(enc, pred, enc_lengths, target_lengths + 1)
+        else:
+            logits = joiner(enc, pred)
+        with _LossTimer(enc.device) as timer:
+            loss = _seqloss_fn("rnnt_loss" if self.name == "rnnt" else "modified_rnnt_loss")(
+                logits, targets, enc_lengths, target_lengths, **kwargs)
+        self.last_loss_ms = timer.ms
+        return loss
+
+
+class SSNTObjective(Objective):
+    """Segment-to-segment neural transduction: the joiner scores tokens, the choose head emission.
+
+    Predictor state j (after y_<j) meets encoder frame i; the joiner gives log-softmax token
+    scores (J, S, V) and the choose head log P(emit at i). `packed` packs the target positions
+    (rows b then j, design 3.5); `dense` pads them. `blank_id` gets no target mass; greedy
+    decoding never emits it.
+    """
+
+    name = "ssnt"
+    requires = ("predictor", "joiner", "choose_head")
+
+    def __call__(self, parts, enc, enc_lengths, targets, target_lengths):
+        joiner = parts.joiner
+        if joiner.mode == "fused":
+            raise NotImplementedError("loss=ssnt with model.joiner.mode=fused is not wired yet; use dense or packed")
+        pred = parts.predictor(targets)[:, : targets.shape[1]]  # states j = 0 .. U-1
+        enc_proj = joiner.encoder_proj(enc)  # (B, S, D)
+        pred_proj = joiner.predictor_proj(pred)  # (B, J, D)
+        if joiner.mode == "packed":
+            b_idx, j_idx, _ = valid_cells(target_lengths, torch.ones_like(target_lengths))
+            hidden = joiner.hidden(enc_proj[b_idx], pred_proj[b_idx, j_idx][:, None])  # (ΣJ_b, S, D)
+            targets = targets[b_idx, j_idx]
+        else:
+            hidden = joiner.hidden(enc_proj[:, None], pred_proj[:, :, None])  # (B, J, S, D)
+        log_probs = joiner.output(hidden).float().log_softmax(dim=-1)
+        log_p_choose = parts.choose_head(hidden).float()
+        with _LossTimer(enc.device) as timer:
+            loss = _seqloss_fn("ssnt_loss")(log_probs, targets, log_p_choose, enc_lengths, target_lengths,
+                                            reduction="none")
+        self.last_loss_ms = timer.ms
+        return loss

@@ -1,0 +1,122 @@
+"""Every config group composes and instantiates; `loss=X` changes only the objective and its heads."""
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from recipe_cfg import CONF, compose_train
+from recipes.utils import instantiate_callbacks, instantiate_loggers
+
+LOSSES = ["ctc", "rnnt", "modified_rnnt", "ssnt"]
+HEADS = {  # which components each loss builds
+    "ctc": {"ctc_head"},
+    "rnnt": {"predictor", "joiner"},
+    "modified_rnnt": {"predictor", "joiner"},
+    "ssnt": {"predictor", "joiner", "choose_head"},
+}
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["data", "tokenizer", "model", "loss", "decoding", "trainer", "logger", "callbacks",
+                                   "experiment", "debug", "paths", "hydra"])
+def test_every_option_composes(group, tmp_path):
+    options = _options(group)
+    assert options, f"conf/{group}/ is empty"
+    for option in options:
+        cfg = compose_train([f"{group}={option}"], tmp_path)
+        for key, value in cfg.items():  # every interpolation resolves (`???` values stay missing)
+            if key != "hydra" and OmegaConf.is_config(value):
+                OmegaConf.to_container(value, resolve=True)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_model_instantiates_with_the_heads_of_its_loss(loss, tmp_path):
+    cfg = compose_train([f"loss={loss}"], tmp_path, tiny_model=False)
+    assert cfg.tags[0] == loss
+    assert f"/runs/{loss}/" in cfg.hydra.run.dir
+    model = hydra.utils.instantiate(cfg.model)
+    assert isinstance(model, L.LightningModule) and model.objective.name == loss
+    built = {name for name in ("predictor", "joiner", "ctc_head", "choose_head") if getattr(model, name) is not None}
+    assert built == HEADS[loss]
+    optimizers = model.configure_optimizers()
+    assert isinstance(optimizers["optimizer"], torch.optim.AdamW)
+
+
+def test_losses_share_the_encoder_initialisation(tmp_path):
+    states = []
+    for loss in LOSSES:
+        cfg = compose_train([f"loss={loss}"], tmp_path)
+        L.seed_everything(cfg.seed)
+        states.append(hydra.utils.instantiate(cfg.model).transcriber.state_dict())
+    for state in states[1:]:
+        assert all(torch.equal(state[k], states[0][k]) for k in state)
+
+
+# what the options with mandatory (`???`) values need
+DATA_REQUIRED = {
+    "librispeech": ["data.root={tmp}"],
+    "manifest": ["data.root={tmp}", "data.corpus.train=[train.jsonl]", "data.corpus.dev=[dev.jsonl]",
+                 "data.corpus.test=[test.jsonl]"],
+}
+
+
+@pytest.mark.parametrize("option", _options("data"))
+def test_data_instantiates(option, tmp_path):
+    required = [item.format(tmp=tmp_path) for item in DATA_REQUIRED.get(option, [])]
+    cfg = compose_train([f"data={option}", *required], tmp_path)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    assert isinstance(datamodule, L.LightningDataModule)
+
+
+@pytest.mark.parametrize("option", _options("trainer"))
+def test_trainer_instantiates(option, tmp_path):
+    cfg = compose_train([f"trainer={option}"], tmp_path)
+    with open_dict(cfg):
+        cfg.trainer.accelerator = "cpu"  # gpu options are checked here for their other settings
+        if cfg.trainer.get("devices") == -1:
+            cfg.trainer.devices = 2
+        if str(cfg.trainer.precision).startswith("16"):
+            cfg.trainer.precision = "bf16-mixed"
+    trainer = hydra.utils.instantiate(cfg.trainer)
+    assert isinstance(trainer, L.Trainer)
+    assert trainer.gradient_clip_val == cfg.trainer.gradient_clip_val
+
+
+@pytest.mark.parametrize("option", _options("callbacks"))
+def test_callbacks_instantiate(option, tmp_path):
+    cfg = compose_train([f"callbacks={option}"], tmp_path)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    assert len(callbacks) == len([v for v in (cfg.get("callbacks") or {}).values() if "_target_" in v])
+    if option == "default":
+        names = {type(c).__name__ for c in callbacks}
+        assert {"ModelCheckpoint", "InterruptCheckpoint", "PerfMonitor", "TQDMProgressBar"} <= names
+
+
+@pytest.mark.parametrize("option", _options("logger"))
+def test_loggers_instantiate(option, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = compose_train([f"logger={option}"], tmp_path)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    names = sorted(type(logger).__name__ for logger in loggers)
+    expected = {"default": ["CSVLogger", "WandbLogger"], "wandb": ["WandbLogger"], "csv": ["CSVLogger"], "none": []}
+    assert names == expected[option]
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            assert logger._offline  # no API key: offline
+
+
+def test_decoding_instantiates(tmp_path):
+    cfg = compose_train([], tmp_path)
+    decoder = hydra.utils.instantiate(cfg.decoding)
+    assert decoder.max_symbols_per_frame == cfg.decoding.max_symbols_per_frame
+
+
+def test_joiner_mode_override(tmp_path):
+    cfg = compose_train(["model.joiner.mode=packed"], tmp_path)
+    assert hydra.utils.instantiate(cfg.model).joiner.mode == "packed"
