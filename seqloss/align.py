@@ -91,8 +91,8 @@ def ctc_posteriors(log_probs, targets, input_lengths, target_lengths, blank=0):
     log_probs, targets, input_lengths, target_lengths, blank, unbatched = _ctc._prepare(
         log_probs, targets, input_lengths, target_lengths, blank, "none")
     with torch.no_grad():
-        mass = _ctc._class_gradient(log_probs, targets, blank, False,
-                                    _ctc_state(log_probs, targets, input_lengths, target_lengths, blank))
+        state = _ctc_state(log_probs, targets, input_lengths, target_lengths, blank)
+        mass = _ctc._class_gradient(log_probs, targets, blank, False, state, torch.ones_like(state[0][0, :, 0]))
     return mass[:, 0] if unbatched else mass
 
 
@@ -121,7 +121,8 @@ def simple_ctc_posteriors(log_probs, targets, input_lengths, target_lengths, bla
     with torch.no_grad():
         blank_s, emit_s = _ctc._simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
         _, occ_blank, occ_emit = transducer_occupancy(blank_s, emit_s, input_lengths, target_lengths, True)
-        mass = _ctc._class_gradient(log_probs, targets, blank, True, [occ_blank, occ_emit])
+        mass = _ctc._class_gradient(log_probs, targets, blank, True, [occ_blank, occ_emit],
+                                    torch.ones_like(occ_blank[:, 0, 0]))
     return mass[:, 0] if unbatched else mass
 
 

@@ -7,7 +7,7 @@ d(-log P)/d log_probs = -occupancy, which is right whether or not the input is n
 """
 import torch
 
-from . import _checks
+from . import _backend, _checks
 from ._lattice import ctc as ctc_lattice
 from ._lattice.semiring import NEG_INF
 from ._lattice.transducer import transducer_log_likelihood, transducer_occupancy
@@ -92,12 +92,20 @@ def _ctc_nll(log_probs, targets, input_lengths, target_lengths, blank, simple, z
     return torch.where(torch.isinf(log_p), 0.0, -log_p) if zero_infinity else -log_p
 
 
-def _class_gradient(log_probs, targets, blank, simple, state):
-    """d log P / d log_probs (T, B, V) from the lattice posteriors saved by forward."""
+def _class_gradient(log_probs, targets, blank, simple, state, scale=None):
+    """sum_b scale[b] d log P_b / d log_probs (T, B, V) from the lattice posteriors saved by forward.
+
+    The (B,)-sized scale (default: all ones) is applied to the small posteriors before they are
+    scattered over V.
+    """
     if not simple:
         gamma, ext = state
+        if scale is not None:
+            gamma = gamma * scale.view(1, -1, 1)
         return _scatter_to_classes(gamma, ext.unsqueeze(0), log_probs.shape[2])
     occ_blank, occ_emit = state
+    if scale is not None:
+        occ_emit, occ_blank = occ_emit * scale.view(-1, 1, 1), occ_blank * scale.view(-1, 1, 1)
     mass = _scatter_to_classes(occ_emit, targets.unsqueeze(1).expand(-1, occ_emit.shape[1], -1), log_probs.shape[2])
     mass[:, :, blank] += occ_blank.sum(2)
     return mass.transpose(0, 1)
@@ -107,15 +115,16 @@ class _CTCFunction(torch.autograd.Function):
     """CTC (simple=False) or simplified CTC (simple=True): per-utterance -log P, gradient from posteriors."""
 
     @staticmethod
-    def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank, zero_infinity, simple):
+    def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank, zero_infinity, simple, backend):
         if simple:
             blank_s, emit_s = _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
             log_p, *state = transducer_occupancy(blank_s, emit_s, input_lengths, target_lengths,
-                                                 emit_advances_time=True)
+                                                 emit_advances_time=True,
+                                                 marginals=_backend.transducer_marginals(backend))
         else:
             ext = ctc_lattice.extended_labels(targets, blank)
             e = ctc_lattice.emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
-            log_p, gamma = ctc_lattice.ctc_occupancy(e, ext, target_lengths, input_lengths, blank)
+            log_p, gamma = _backend.ctc_occupancy(backend)(e, ext, target_lengths, input_lengths, blank)
             state = [gamma, ext]
         ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, *state)
         ctx.config = (blank, zero_infinity, simple)
@@ -125,29 +134,30 @@ class _CTCFunction(torch.autograd.Function):
     def backward(ctx, grad_losses):
         log_probs, targets, input_lengths, target_lengths, *state = ctx.saved_tensors
         blank, zero_infinity, simple = ctx.config
-        none = (None,) * 6
+        none = (None,) * 7
         if torch.is_grad_enabled():
             grads = _checks.recompute_grads(
                 lambda x: _ctc_nll(x, targets, input_lengths, target_lengths, blank, simple, zero_infinity),
                 [log_probs], grad_losses)
             return (grads[0],) + none
-        mass = _class_gradient(log_probs, targets, blank, simple, state)
-        grad = -mass * grad_losses.to(mass.dtype).view(1, -1, 1)
+        grad = _class_gradient(log_probs, targets, blank, simple, state, -grad_losses.to(state[0].dtype))
         return (grad.to(log_probs.dtype),) + none
 
 
-def _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, simple):
+def _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, simple, backend):
     log_probs, targets, input_lengths, target_lengths, blank, unbatched = _prepare(
         log_probs, targets, input_lengths, target_lengths, blank, reduction)
+    backend = _backend.resolve_backend(backend, log_probs.device)
     losses = _CTCFunction.apply(log_probs, targets, input_lengths, target_lengths, blank, bool(zero_infinity),
-                                simple)
+                                simple, backend)
     losses = losses.to(_checks.output_dtype(log_probs))
     if unbatched and reduction == "none":
         return losses[0]
     return _checks.reduce(losses, reduction, target_lengths)
 
 
-def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
+def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False, *,
+             backend=None):
     """Connectionist temporal classification loss, -log P(targets | log_probs).
 
     log P = log sum over frame label sequences pi in {0..C-1}^{T_b} that collapse (merge repeats,
@@ -160,15 +170,18 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         input_lengths, target_lengths: (B,) int tensors or sequences.
         blank: blank class id. reduction: "none" | "mean" (each loss / its target length, clamped
             to >= 1, then batch mean) | "sum". zero_infinity: infeasible utterances give 0 and no gradient.
+        backend: "native" (C++/CUDA lattice kernels) | "torch" (pure-PyTorch reference) | None
+            (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
 
     Unlike torch's, the gradient treats log_probs as free scores (right for unnormalised input),
     double backward works, and results are deterministic on every device.
     """
-    return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, simple=False)
+    return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
+                       simple=False, backend=backend)
 
 
 def simple_ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean",
-                    zero_infinity=False):
+                    zero_infinity=False, *, backend=None):
     """Simplified CTC loss (tf_seq2seq_losses): every frame emits blank or the next label.
 
         alpha_0 = (0, -inf, ...);  alpha_{t+1}(l) = LSE(alpha_t(l) + lp_t(blank), alpha_t(l-1) + lp_t(y_l))
@@ -177,4 +190,5 @@ def simple_ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, 
     Repeats are not merged, so no blank is needed between equal labels; L > T is infeasible (+inf,
     or 0 with zero_infinity). Same arguments, shapes and reductions as :func:`ctc_loss`.
     """
-    return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, simple=True)
+    return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
+                       simple=True, backend=backend)

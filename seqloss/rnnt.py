@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _checks
+from . import _backend, _checks
 from ._lattice.semiring import NEG_INF
 from ._lattice.transducer import transducer_log_likelihood, transducer_occupancy
 
@@ -46,6 +46,8 @@ def _layout(logits, logit_lengths, target_lengths) -> _Layout:
 
 def _row_scores(x2d, row_targets, blank, fused):
     """(N, V) rows -> lse (N,) (None if not fused), blank score (N,), emit score (N,)."""
+    if fused and not torch.is_grad_enabled():  # the fast path (not the double-backward recursion)
+        return _backend.v_wide(_fused_row_scores, x2d, row_targets, blank)
     x = x2d.to(_checks.compute_dtype(x2d)) if x2d.dtype in (torch.float16, torch.bfloat16) else x2d
     blank_s = x[:, blank]
     emit_s = x.gather(1, row_targets.unsqueeze(1))[:, 0]
@@ -53,6 +55,50 @@ def _row_scores(x2d, row_targets, blank, fused):
         return None, blank_s, emit_s
     lse = torch.logsumexp(x, dim=1)
     return lse, blank_s - lse, emit_s - lse
+
+
+def _fused_row_scores(x2d, row_targets, blank):
+    """Stage 1 as one pass over the logits (under torch.compile): lse and the two gathered log-probs.
+
+    Returns only (N,) tensors, never a view of an (N, V) intermediate, so inductor fuses the
+    log-sum-exp with both gathers.
+    """
+    x = x2d.to(_checks.compute_dtype(x2d))
+    lse = torch.logsumexp(x, dim=1)
+    return lse, x[:, blank] - lse, x.gather(1, row_targets.unsqueeze(1))[:, 0] - lse
+
+
+def _logits_grad(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused):
+    """Stage 3 as one expression (one pass under torch.compile): d loss / d logits rows (N, V).
+
+        grad[v] = (softmax(x)[v] (occ_blank + occ_emit) if fused) - occ_blank [v = blank] - occ_emit [v = y],
+    clamped to [-clamp, clamp] when clamp > 0, times the upstream gradient of the row's utterance.
+    """
+    dtype = lse.dtype if fused else occ_blank.dtype
+    classes = torch.arange(x2d.shape[1], device=x2d.device)
+    if fused:
+        grad = torch.exp(x2d.to(dtype) - lse.unsqueeze(1)) * (occ_blank + occ_emit).unsqueeze(1)
+    else:
+        grad = torch.zeros((), dtype=dtype, device=x2d.device)
+    grad = grad - torch.where(classes == blank, occ_blank.unsqueeze(1), 0.0)
+    grad = grad - torch.where(classes == row_targets.unsqueeze(1), occ_emit.unsqueeze(1), 0.0)
+    if clamp > 0:
+        grad = grad.clamp(-clamp, clamp)
+    return (grad * scale.unsqueeze(1)).to(x2d.dtype)
+
+
+def _logits_grad_eager(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused):
+    """:func:`_logits_grad` with in-place ops: the same numbers, one (N, V) allocation."""
+    dtype = lse.dtype if fused else occ_blank.dtype
+    if fused:
+        grad = x2d.to(dtype, copy=True).sub_(lse.unsqueeze(1)).exp_().mul_((occ_blank + occ_emit).unsqueeze(1))
+    else:
+        grad = torch.zeros(x2d.shape, dtype=dtype, device=x2d.device)
+    grad[:, blank] -= occ_blank
+    grad.scatter_add_(1, row_targets.unsqueeze(1), -occ_emit.unsqueeze(1))
+    if clamp > 0:
+        grad.clamp_(-clamp, clamp)
+    return grad.mul_(scale.unsqueeze(1)).to(x2d.dtype)
 
 
 def _to_grid(values, layout: _Layout, fill=NEG_INF):
@@ -101,13 +147,13 @@ def _transducer_nll(logits, targets, logit_lengths, target_lengths, blank, fused
 class _TransducerFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, clamp, fused, one_per_frame,
-                final_blank):
+                final_blank, backend):
         layout = _layout(logits, logit_lengths, target_lengths)
         lse, blank_s, emit_s, row_targets = _lattice_scores(
             _flatten(logits), targets, logit_lengths, target_lengths, blank, fused, one_per_frame and final_blank,
             layout)
         log_p, occ_blank, occ_emit = transducer_occupancy(blank_s, emit_s, logit_lengths, target_lengths,
-                                                          one_per_frame)
+                                                          one_per_frame, marginals=_backend.transducer_marginals(backend))
         occ_emit = torch.nn.functional.pad(occ_emit, (0, 1))
         saved = [logits, targets, logit_lengths, target_lengths, _from_grid(occ_blank, layout),
                  _from_grid(occ_emit, layout), row_targets, layout.batch]
@@ -122,7 +168,7 @@ class _TransducerFunction(torch.autograd.Function):
         logits, targets, logit_lengths, target_lengths, occ_blank, occ_emit, row_targets, row_batch, *lse = \
             ctx.saved_tensors
         blank, clamp, fused, one_per_frame, final_blank = ctx.config
-        none = (None,) * 8
+        none = (None,) * 9
         if torch.is_grad_enabled():
             def nll(x):
                 return _transducer_nll(x, targets, logit_lengths, target_lengths, blank, fused, one_per_frame,
@@ -132,19 +178,15 @@ class _TransducerFunction(torch.autograd.Function):
             unit = _checks.recompute_grads(nll, [logits], torch.ones_like(grad_losses))[0].clamp(-clamp, clamp)
             return (unit * grad_losses.view(-1, *([1] * (logits.dim() - 1))).to(unit.dtype),) + none
         x2d = _flatten(logits)
-        dtype = _checks.compute_dtype(x2d)
         if fused:
-            lse = lse[0].unsqueeze(1)
+            lse = lse[0]
             lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-            grad = torch.exp(x2d.to(dtype) - lse) * (occ_blank + occ_emit).unsqueeze(1)
         else:
-            grad = torch.zeros(x2d.shape, dtype=dtype, device=x2d.device)
-        grad[:, blank] -= occ_blank
-        grad.scatter_add_(1, row_targets.unsqueeze(1), -occ_emit.unsqueeze(1))
-        if clamp > 0:
-            grad.clamp_(-clamp, clamp)
-        grad *= grad_losses.to(dtype)[row_batch].unsqueeze(1)
-        return (grad.to(logits.dtype).view(logits.shape),) + none
+            lse = None
+        scale = grad_losses.to(_checks.compute_dtype(x2d))[row_batch]
+        grad = _backend.v_wide(_logits_grad, x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused,
+                               eager=_logits_grad_eager)
+        return (grad.view(logits.shape),) + none
 
 
 def _prepare(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction):
@@ -184,16 +226,17 @@ def _prepare(logits, targets, logit_lengths, target_lengths, blank, clamp, reduc
 
 
 def _transducer_loss(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction, fused_log_softmax,
-                     one_per_frame, final_blank):
+                     one_per_frame, final_blank, backend):
     targets, logit_lengths, target_lengths, blank = _prepare(logits, targets, logit_lengths, target_lengths, blank,
                                                              clamp, reduction)
+    backend = _backend.resolve_backend(backend, logits.device)
     losses = _TransducerFunction.apply(logits, targets, logit_lengths, target_lengths, blank, float(clamp),
-                                       bool(fused_log_softmax), one_per_frame, bool(final_blank))
+                                       bool(fused_log_softmax), one_per_frame, bool(final_blank), backend)
     return _checks.reduce(losses.to(_checks.output_dtype(logits)), reduction)
 
 
 def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1, reduction="mean",
-              fused_log_softmax=True):
+              fused_log_softmax=True, *, backend=None):
     """RNN-T loss (Graves 2012), a drop-in for ``torchaudio.functional.rnnt_loss``.
 
         alpha(0, 0) = 0
@@ -212,13 +255,15 @@ def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1
             (per utterance, before scaling by the upstream gradient), on every device.
         reduction: "mean" (batch mean) | "sum" | "none".
         fused_log_softmax: True takes logits; False takes log-probabilities (or any scores).
+        backend: "native" (C++/CUDA lattice kernels) | "torch" (pure-PyTorch reference) | None
+            (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
     """
     return _transducer_loss(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction,
-                            fused_log_softmax, one_per_frame=False, final_blank=True)
+                            fused_log_softmax, one_per_frame=False, final_blank=True, backend=backend)
 
 
 def modified_rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1, reduction="mean",
-                       fused_log_softmax=True, final_blank=True):
+                       fused_log_softmax=True, final_blank=True, *, backend=None):
     """Modified (one-symbol-per-frame) transducer loss: every frame emits blank or one symbol.
 
         alpha(0, 0) = 0
@@ -230,4 +275,4 @@ def modified_rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1,
     Infeasible utterances give +inf (and zero gradient). Other arguments as :func:`rnnt_loss`.
     """
     return _transducer_loss(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction,
-                            fused_log_softmax, one_per_frame=True, final_blank=final_blank)
+                            fused_log_softmax, one_per_frame=True, final_blank=final_blank, backend=backend)

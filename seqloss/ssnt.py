@@ -15,9 +15,9 @@ dr/dq = -exp(q - r), i.e. occ_emit - exp(alpha + q + beta_next - log P) on the s
 """
 import torch
 
-from . import _checks
+from . import _backend, _checks
 from ._lattice.semiring import NEG_INF, occupancy
-from ._lattice.transducer import transducer_log_likelihood, transducer_marginals
+from ._lattice.transducer import transducer_log_likelihood
 
 
 def _log1mexp(q: torch.Tensor) -> torch.Tensor:
@@ -71,11 +71,11 @@ def _ssnt_nll(log_probs, log_p_choose, targets, source_lengths, target_lengths, 
 
 class _SSNTFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, log_probs, log_p_choose, targets, source_lengths, target_lengths, packed):
+    def forward(ctx, log_probs, log_p_choose, targets, source_lengths, target_lengths, packed, backend):
         token, choose, index = _gather_scores(log_probs, targets, log_p_choose, target_lengths, packed)
         blank, emit, shift = _lattice_scores(token, choose, source_lengths, target_lengths)
-        log_p, alpha, beta_shift, beta_emit = transducer_marginals(blank, emit, source_lengths, target_lengths,
-                                                                   emit_advances_time=False)
+        log_p, alpha, beta_shift, beta_emit = _backend.transducer_marginals(backend)(
+            blank, emit, source_lengths, target_lengths, emit_advances_time=False)
         total = log_p.view(-1, 1, 1)
         occ_emit = occupancy(alpha[..., :-1] + emit + beta_emit, total).transpose(1, 2)  # (B, J, S)
         # d log P / d q through r = log(1 - e^q) is -occ_shift * e^q / (1 - e^q) = -exp(alpha + q + beta_next - log P),
@@ -102,7 +102,7 @@ class _SSNTFunction(torch.autograd.Function):
             grads = _checks.recompute_grads(
                 lambda lp, ch: _ssnt_nll(lp, ch, targets, source_lengths, target_lengths, ctx.packed),
                 [log_probs, log_p_choose], grad_losses)
-            return grads[0], grads[1], None, None, None, None
+            return grads[0], grads[1], None, None, None, None, None
         if ctx.packed:
             b = torch.repeat_interleave(torch.arange(grad_losses.shape[0], device=grad_losses.device),
                                         target_lengths, output_size=targets.shape[0])
@@ -113,7 +113,8 @@ class _SSNTFunction(torch.autograd.Function):
         grad_lp = torch.zeros(log_probs.shape, dtype=grad_token.dtype, device=grad_token.device)
         grad_lp.scatter_(-1, targets.unsqueeze(-1).unsqueeze(-1).expand(*targets.shape, log_probs.shape[-2], 1),
                          (-grad_token * scale).unsqueeze(-1))
-        return (grad_lp.to(log_probs.dtype), (-grad_choose * scale).to(log_p_choose.dtype), None, None, None, None)
+        return (grad_lp.to(log_probs.dtype), (-grad_choose * scale).to(log_p_choose.dtype), None, None, None, None,
+                None)
 
 
 def _prepare(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction):
@@ -149,7 +150,7 @@ def _prepare(log_probs, targets, log_p_choose, source_lengths, target_lengths, r
     return targets, source_lengths, target_lengths, packed
 
 
-def ssnt_loss(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction="mean"):
+def ssnt_loss(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction="mean", *, backend=None):
     """SSNT loss -A_{J_b}(S_b - 1) (see the module docstring for the recursion).
 
     Args:
@@ -159,11 +160,14 @@ def ssnt_loss(log_probs, targets, log_p_choose, source_lengths, target_lengths, 
         log_p_choose: padded (B, J, S) or packed (sum_b J_b, S) log-probability of emitting (vs shifting).
         source_lengths (S_b), target_lengths (J_b): (B,) int.
         reduction: "mean" (batch mean, no length division) | "sum" | "none".
+        backend: "native" (C++/CUDA lattice kernels) | "torch" (pure-PyTorch reference) | None
+            (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
 
     No floor is applied: an unlikely target gives its true (large) loss and a non-zero gradient.
     An empty target gives 0 when S_b = 1 and +inf otherwise.
     """
     targets, source_lengths, target_lengths, packed = _prepare(log_probs, targets, log_p_choose, source_lengths,
                                                                target_lengths, reduction)
-    losses = _SSNTFunction.apply(log_probs, log_p_choose, targets, source_lengths, target_lengths, packed)
+    backend = _backend.resolve_backend(backend, log_probs.device)
+    losses = _SSNTFunction.apply(log_probs, log_p_choose, targets, source_lengths, target_lengths, packed, backend)
     return _checks.reduce(losses.to(_checks.output_dtype(log_probs)), reduction)

@@ -12,7 +12,7 @@ from torch import nn
 
 import seqloss
 
-from recipes.models.joiner import valid_cells
+from seqloss.joiner import packed_cells
 
 
 class Parts(Protocol):
@@ -114,7 +114,7 @@ class TransducerObjective(Objective):
             self.last_loss_ms = timer.ms
             return loss
         if joiner.mode == "packed":
-            logits = joiner.packed(enc, pred, enc_lengths, target_lengths + 1)
+            logits = joiner.packed(enc, pred, enc_lengths, target_lengths)
         else:
             logits = joiner(enc, pred)
         with _LossTimer(enc.device) as timer:
@@ -139,12 +139,17 @@ class SSNTObjective(Objective):
     def __call__(self, parts, enc, enc_lengths, targets, target_lengths):
         joiner = parts.joiner
         if joiner.mode == "fused":
-            raise NotImplementedError("loss=ssnt with model.joiner.mode=fused is not wired yet; use dense or packed")
+            with _LossTimer(enc.device) as timer:
+                loss = _seqloss_fn("fused_transducer_loss")(
+                    joiner, enc, parts.predictor(targets), targets, enc_lengths, target_lengths, loss="ssnt",
+                    reduction="none", choose_head=parts.choose_head)
+            self.last_loss_ms = timer.ms
+            return loss
         pred = parts.predictor(targets)[:, : targets.shape[1]]  # states j = 0 .. U-1
         enc_proj = joiner.encoder_proj(enc)  # (B, S, D)
         pred_proj = joiner.predictor_proj(pred)  # (B, J, D)
         if joiner.mode == "packed":
-            b_idx, j_idx, _ = valid_cells(target_lengths, torch.ones_like(target_lengths))
+            b_idx, j_idx, _ = packed_cells(target_lengths, torch.zeros_like(target_lengths), enc.device)
             hidden = joiner.hidden(enc_proj[b_idx], pred_proj[b_idx, j_idx][:, None])  # (ΣJ_b, S, D)
             targets = targets[b_idx, j_idx]
         else:

@@ -152,9 +152,13 @@ def transducer_marginals(blank, emit, frames, labels, emit_advances_time: bool):
     return log_p, alpha[:, :num_frames], beta[:, 1:], beta_emit[:, :num_frames, : width - 1]
 
 
-def transducer_occupancy(blank, emit, frames, labels, emit_advances_time: bool):
-    """log P (B,), occ_blank (B, T, U+1) and occ_emit (B, T, U): edge posteriors = d log P / d score."""
-    log_p, alpha, beta_blank, beta_emit = transducer_marginals(blank, emit, frames, labels, emit_advances_time)
+def transducer_occupancy(blank, emit, frames, labels, emit_advances_time: bool, marginals=transducer_marginals):
+    """log P (B,), occ_blank (B, T, U+1) and occ_emit (B, T, U): edge posteriors = d log P / d score.
+
+    `marginals` computes the forward/backward variables: :func:`transducer_marginals` or its native
+    counterpart ``seqloss._ops.transducer_marginals``.
+    """
+    log_p, alpha, beta_blank, beta_emit = marginals(blank, emit, frames, labels, emit_advances_time)
     total = log_p.view(-1, 1, 1)
     occ_blank = occupancy(alpha + blank + beta_blank, total)
     occ_emit = occupancy(alpha[..., :-1] + emit + beta_emit, total)

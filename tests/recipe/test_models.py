@@ -8,7 +8,7 @@ import seqloss
 from recipes.decoding.greedy import GreedyDecoder, ctc_greedy, ssnt_greedy, transducer_greedy
 from recipes.lit.module import ASRLitModule, BatchOutOfMemoryError
 from recipes.models import ChooseHead, CTCHead, Joiner, LSTMPredictor, LSTMTranscriber
-from recipes.models.joiner import valid_cells
+from seqloss.joiner import packed_cells
 from recipes.models.objectives import CTCObjective, SSNTObjective, TransducerObjective
 
 V = 12
@@ -73,8 +73,8 @@ def test_predictor_step_matches_sequence():
     torch.testing.assert_close(full[0], torch.cat(steps))
 
 
-def test_valid_cells_order():
-    b, t, u = valid_cells(torch.tensor([2, 1]), torch.tensor([2, 3]))
+def test_packed_cells_order():
+    b, t, u = packed_cells(torch.tensor([2, 1]), torch.tensor([1, 2]), "cpu")
     assert list(zip(b.tolist(), t.tolist(), u.tolist())) == [
         (0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (1, 0, 0), (1, 0, 1), (1, 0, 2)]
 
@@ -82,10 +82,10 @@ def test_valid_cells_order():
 def test_packed_joiner_equals_dense_cells():
     joiner = Joiner(E, E, 16, V)
     enc, pred = torch.randn(2, 4, E), torch.randn(2, 3, E)
-    enc_len, pred_len = torch.tensor([4, 2]), torch.tensor([2, 3])
+    enc_len, target_len = torch.tensor([4, 2]), torch.tensor([1, 2])
     dense = joiner(enc, pred)
-    b, t, u = valid_cells(enc_len, pred_len)
-    torch.testing.assert_close(joiner.packed(enc, pred, enc_len, pred_len), dense[b, t, u])
+    b, t, u = packed_cells(enc_len, target_len, "cpu")
+    torch.testing.assert_close(joiner.packed(enc, pred, enc_len, target_len), dense[b, t, u])
 
 
 def test_bad_joiner_settings_raise():
@@ -95,25 +95,18 @@ def test_bad_joiner_settings_raise():
         Joiner(E, E, 16, V, activation="swish")
 
 
-def test_fused_mode_needs_fused_loss():
-    if hasattr(seqloss, "fused_transducer_loss"):
-        Joiner(E, E, 16, V, mode="fused")
-    else:
-        with pytest.raises(NotImplementedError, match="fused_transducer_loss"):
-            Joiner(E, E, 16, V, mode="fused")
-
-
 @pytest.mark.parametrize("name", ["rnnt", "modified_rnnt", "ssnt"])
-def test_packed_loss_equals_dense_loss(name):
+def test_packed_and_fused_losses_equal_dense_loss(name):
     batch = _batch()
     losses = {}
-    for mode in ("dense", "packed"):
+    for mode in ("dense", "packed", "fused"):
         module = _module(OBJECTIVES[name](), mode)
         loss = module.loss_per_utterance(batch)
         loss.sum().backward()
         losses[mode] = (loss.detach(), module.transcriber.output.weight.grad.clone())
-    torch.testing.assert_close(losses["dense"][0], losses["packed"][0])
-    torch.testing.assert_close(losses["dense"][1], losses["packed"][1])
+    for mode in ("packed", "fused"):
+        torch.testing.assert_close(losses[mode][0], losses["dense"][0])
+        torch.testing.assert_close(losses[mode][1], losses["dense"][1])
 
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))
@@ -159,6 +152,8 @@ def test_batched_greedy_equals_one_by_one(name):
     for head in (module.joiner, module.ctc_head, module.choose_head):
         if head is not None:
             head.output.weight.data.mul_(30)
+    if module.choose_head is not None:
+        module.choose_head.output.bias.data.fill_(40.0)  # P(emit) ~ 1: SSNT emits too
     batch = _batch()
     hyps = module.transcribe(batch["features"], batch["feature_lengths"])
     assert sum(map(len, hyps)) > 0

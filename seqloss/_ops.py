@@ -1,0 +1,140 @@
+"""The native lattice kernels as torch custom ops (``torch.ops.seqloss.*``).
+
+The schemas and the CPU kernels live in ``seqloss._C`` (seqloss/csrc/ops.cpp, cpu/lattice_cpu.cpp),
+the CUDA kernels in ``seqloss._C_cuda`` (csrc/cuda/lattice_cuda.cu); both are plain shared libraries
+loaded with ``torch.ops.load_library``. This module registers their fake kernels (so that
+``torch.compile`` traces them without running them) and the autograd formula of each log-likelihood
+op, and wraps them with the exact signatures of the torch reference in ``seqloss._lattice``.
+
+If the libraries were not built, ``CPU_AVAILABLE`` is False and ``LOAD_ERROR`` says why; seqloss
+then runs on its torch backend.
+"""
+import importlib.machinery
+from pathlib import Path
+
+import torch
+
+from ._lattice.semiring import occupancy
+
+_HERE = Path(__file__).parent
+
+
+def _library_path(name: str) -> Path | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = _HERE / f"{name}{suffix}"
+        if path.exists():
+            return path
+    return None
+
+
+def _load(name: str) -> str | None:
+    """Load seqloss/<name>*.so; returns None on success, else the reason it is unavailable."""
+    path = _library_path(name)
+    if path is None:
+        return f"seqloss/{name}*.so was not built (reinstall with `pip install --no-build-isolation -e .`)"
+    try:
+        torch.ops.load_library(str(path))
+    except OSError as error:
+        return f"loading {path.name} failed: {error}"
+    return None
+
+
+LOAD_ERROR = _load("_C")
+CPU_AVAILABLE = LOAD_ERROR is None
+CUDA_LOAD_ERROR = _load("_C_cuda") if CPU_AVAILABLE else LOAD_ERROR
+CUDA_AVAILABLE = CUDA_LOAD_ERROR is None
+
+
+def available(device_type: str) -> bool:
+    """Whether native kernels exist for tensors on `device_type` ("cpu", "cuda")."""
+    return {"cpu": CPU_AVAILABLE, "cuda": CUDA_AVAILABLE}.get(device_type, False)
+
+
+if CPU_AVAILABLE:
+    @torch.library.register_fake("seqloss::transducer_lattice")
+    def _transducer_lattice_fake(blank, emit, frames, labels, emit_advances_time):
+        batch, rows, width = blank.shape
+        return blank.new_empty(batch), blank.new_empty(batch, rows + 1, width), blank.new_empty(batch, rows + 1, width)
+
+    @torch.library.register_fake("seqloss::ctc_occupancy")
+    def _ctc_occupancy_fake(e, ext, target_lengths, input_lengths, blank):
+        return e.new_empty(e.shape[1]), torch.empty_like(e, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("seqloss::transducer_viterbi")
+    def _transducer_viterbi_fake(blank, emit, frames, labels, emit_advances_time):
+        return blank.new_empty(blank.shape[0]), frames.new_empty(emit.shape[0], emit.shape[2])
+
+    @torch.library.register_fake("seqloss::ctc_viterbi")
+    def _ctc_viterbi_fake(e, ext, target_lengths, input_lengths, blank):
+        return e.new_empty(e.shape[1]), ext.new_empty(e.shape[1], e.shape[0])
+
+    def _lattice_setup(ctx, inputs, output):
+        blank, emit, _, _, emit_advances_time = inputs
+        log_p, alpha, beta = output
+        ctx.mark_non_differentiable(alpha, beta)
+        ctx.save_for_backward(blank, emit, log_p, alpha, beta)
+        ctx.emit_advances_time = emit_advances_time
+
+    def _lattice_backward(ctx, grad_log_p, _grad_alpha, _grad_beta):
+        """d log P / d blank and d emit are the edge occupancies."""
+        blank, emit, log_p, alpha, beta = ctx.saved_tensors
+        occ_blank, occ_emit = _occupancies(blank, emit, log_p, alpha, beta, ctx.emit_advances_time)
+        scale = grad_log_p.view(-1, 1, 1)
+        return occ_blank * scale, occ_emit * scale, None, None, None
+
+    torch.library.register_autograd("seqloss::transducer_lattice", _lattice_backward, setup_context=_lattice_setup)
+
+    def _ctc_setup(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+
+    def _ctc_backward(ctx, grad_log_p, _grad_gamma):
+        """d log P / d e is the state occupancy gamma."""
+        (gamma,) = ctx.saved_tensors
+        return gamma * grad_log_p.view(1, -1, 1), None, None, None, None
+
+    torch.library.register_autograd("seqloss::ctc_occupancy", _ctc_backward, setup_context=_ctc_setup)
+
+
+def _marginals_from_grid(blank, emit, log_p, alpha, beta, emit_advances_time):
+    """Full-grid alpha/beta (B, T+1, U+1) -> the (log_p, alpha, beta_blank, beta_emit) of the reference."""
+    num_frames, num_labels = blank.shape[1], emit.shape[2]
+    beta_emit = beta[:, 1:] if emit_advances_time else beta[:, :-1]
+    return log_p, alpha[:, :num_frames], beta[:, 1:], beta_emit[:, :, 1: num_labels + 1]
+
+
+def _occupancies(blank, emit, log_p, alpha, beta, emit_advances_time):
+    _, alpha, beta_blank, beta_emit = _marginals_from_grid(blank, emit, log_p, alpha, beta, emit_advances_time)
+    total = log_p.view(-1, 1, 1)
+    return occupancy(alpha + blank + beta_blank, total), occupancy(alpha[..., :-1] + emit + beta_emit, total)
+
+
+def transducer_marginals(blank, emit, frames, labels, emit_advances_time: bool):
+    """Native :func:`seqloss._lattice.transducer.transducer_marginals` (same arguments and results)."""
+    log_p, alpha, beta = torch.ops.seqloss.transducer_lattice(blank, emit, frames, labels, emit_advances_time)
+    return _marginals_from_grid(blank, emit, log_p, alpha, beta, emit_advances_time)
+
+
+def ctc_occupancy(e, ext, target_lengths, input_lengths, blank: int):
+    """Native :func:`seqloss._lattice.ctc.ctc_occupancy`: log P (B,) and gamma (T, B, S)."""
+    return torch.ops.seqloss.ctc_occupancy(e, ext, target_lengths, input_lengths, blank)
+
+
+def transducer_viterbi(blank, emit, frames, labels, emit_advances_time: bool):
+    """Best path through the transducer lattice (same score conventions as transducer_marginals).
+
+    Returns (score (B,), emit_frames (B, U) int64): emit_frames[b, u] is the frame t of the cell
+    (t, u) whose emit edge (label u+1) the best path takes; -1 for u >= U_b or an infeasible
+    utterance. On a tie the blank edge wins.
+    """
+    return torch.ops.seqloss.transducer_viterbi(blank, emit, frames, labels, emit_advances_time)
+
+
+def ctc_viterbi(e, ext, target_lengths, input_lengths, blank: int):
+    """Best CTC path: (score (B,), states (B, T) int64), states[b, t] = extended-label state at frame t.
+
+    -1 for t >= T_b or an infeasible utterance; ``ext.gather(1, states.clamp(min=0))`` gives the
+    frame-level label path. Ties prefer staying in a state, then advancing by one, and the path
+    ends in the final blank rather than the last label.
+    """
+    return torch.ops.seqloss.ctc_viterbi(e, ext, target_lengths, input_lengths, blank)

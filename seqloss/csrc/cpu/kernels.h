@@ -1,0 +1,20 @@
+// Per-utterance CPU kernels shared between the translation units of the CPU extension.
+#pragma once
+
+#include <cstdint>
+
+namespace seqloss {
+
+// CTC forward-backward of utterance b (frames >= 1): writes gamma[t, b, s] for t < frames, s < states
+// and returns log P. e, gamma: (T, B, S) contiguous; lab: the utterance's extended labels (S,);
+// work: 3 * (S + 2) scratch values. Built with AVX2/FMA (cpu/ctc_avx2.cpp); call only where
+// cpu_has_avx2() holds.
+float ctc_occupancy_utterance_avx2(const float* e, const int64_t* lab, int64_t frames, int64_t states,
+                                   int64_t batch, int64_t num_states, int64_t b, int64_t blank, float* gamma,
+                                   float* work);
+double ctc_occupancy_utterance_avx2(const double* e, const int64_t* lab, int64_t frames, int64_t states,
+                                    int64_t batch, int64_t num_states, int64_t b, int64_t blank, double* gamma,
+                                    double* work);
+bool cpu_has_avx2();
+
+}  // namespace seqloss

@@ -1,0 +1,245 @@
+// CPU kernels of the seqloss lattice ops: one utterance per task, parallel over the batch
+// (at::parallel_for, OpenMP), cells from ../recurrences.h.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "../recurrences.h"
+#include "kernels.h"
+
+namespace seqloss {
+namespace {
+
+void check_lattice_inputs(const at::Tensor& blank, const at::Tensor& emit, const at::Tensor& frames,
+                          const at::Tensor& labels) {
+  TORCH_CHECK(blank.dim() == 3 && emit.dim() == 3, "blank must be (B,T,U+1) and emit (B,T,U)");
+  TORCH_CHECK(emit.size(0) == blank.size(0) && emit.size(1) == blank.size(1) && emit.size(2) + 1 == blank.size(2),
+              "emit must have shape (B,T,U) for blank (B,T,U+1), got ", emit.sizes(), " and ", blank.sizes());
+  TORCH_CHECK(blank.scalar_type() == emit.scalar_type(), "blank and emit must have the same dtype");
+  TORCH_CHECK(frames.scalar_type() == at::kLong && labels.scalar_type() == at::kLong, "lengths must be int64");
+  TORCH_CHECK(frames.numel() == blank.size(0) && labels.numel() == blank.size(0), "one length per utterance");
+}
+
+void check_ctc_inputs(const at::Tensor& e, const at::Tensor& ext, const at::Tensor& target_lengths,
+                      const at::Tensor& input_lengths) {
+  TORCH_CHECK(e.dim() == 3 && ext.dim() == 2 && e.size(1) == ext.size(0) && e.size(2) == ext.size(1),
+              "e must be (T,B,S) and ext (B,S), got ", e.sizes(), " and ", ext.sizes());
+  TORCH_CHECK(ext.scalar_type() == at::kLong && target_lengths.scalar_type() == at::kLong &&
+              input_lengths.scalar_type() == at::kLong, "ext and lengths must be int64");
+  TORCH_CHECK(target_lengths.numel() == e.size(1) && input_lengths.numel() == e.size(1), "one length per utterance");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice_cpu(const at::Tensor& blank_in,
+                                                                       const at::Tensor& emit_in,
+                                                                       const at::Tensor& frames_in,
+                                                                       const at::Tensor& labels_in,
+                                                                       bool emit_advances_time) {
+  check_lattice_inputs(blank_in, emit_in, frames_in, labels_in);
+  const auto blank = blank_in.contiguous(), emit = emit_in.contiguous();
+  const auto frames = frames_in.contiguous(), labels = labels_in.contiguous();
+  const int64_t B = blank.size(0), rows = blank.size(1), W = blank.size(2), delta = emit_advances_time ? 1 : 0;
+  auto log_p = at::empty({B}, blank.options());
+  auto alpha = at::empty({B, rows + 1, W}, blank.options());
+  auto beta = at::empty({B, rows + 1, W}, blank.options());
+  AT_DISPATCH_FLOATING_TYPES(blank.scalar_type(), "transducer_lattice_cpu", [&] {
+    const scalar_t* bp = blank.data_ptr<scalar_t>();
+    const scalar_t* ep = emit.data_ptr<scalar_t>();
+    const int64_t* fp = frames.data_ptr<int64_t>();
+    const int64_t* lp = labels.data_ptr<int64_t>();
+    scalar_t* ap = alpha.data_ptr<scalar_t>();
+    scalar_t* betap = beta.data_ptr<scalar_t>();
+    scalar_t* out = log_p.data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const TransducerGrid<scalar_t> g{bp + b * rows * W, ep + b * rows * (W - 1), rows, W};
+        scalar_t* a = ap + b * (rows + 1) * W;
+        scalar_t* be = betap + b * (rows + 1) * W;
+        for (int64_t t = 0; t <= rows; ++t) {
+          for (int64_t u = 0; u < W; ++u) a[t * W + u] = transducer_alpha(g, a, t, u, delta);
+        }
+        for (int64_t t = rows; t >= 0; --t) {
+          for (int64_t u = W - 1; u >= 0; --u) be[t * W + u] = transducer_beta(g, be, t, u, delta, fp[b], lp[b]);
+        }
+        out[b] = a[fp[b] * W + lp[b]];
+      }
+    });
+  });
+  return {log_p, alpha, beta};
+}
+
+std::tuple<at::Tensor, at::Tensor> transducer_viterbi_cpu(const at::Tensor& blank_in, const at::Tensor& emit_in,
+                                                          const at::Tensor& frames_in, const at::Tensor& labels_in,
+                                                          bool emit_advances_time) {
+  check_lattice_inputs(blank_in, emit_in, frames_in, labels_in);
+  const auto blank = blank_in.contiguous(), emit = emit_in.contiguous();
+  const auto frames = frames_in.contiguous(), labels = labels_in.contiguous();
+  const int64_t B = blank.size(0), rows = blank.size(1), W = blank.size(2), delta = emit_advances_time ? 1 : 0;
+  auto score = at::empty({B}, blank.options());
+  auto emit_frames = at::full({B, W - 1}, -1, frames.options());
+  AT_DISPATCH_FLOATING_TYPES(blank.scalar_type(), "transducer_viterbi_cpu", [&] {
+    const scalar_t* bp = blank.data_ptr<scalar_t>();
+    const scalar_t* ep = emit.data_ptr<scalar_t>();
+    const int64_t* fp = frames.data_ptr<int64_t>();
+    const int64_t* lp = labels.data_ptr<int64_t>();
+    scalar_t* out = score.data_ptr<scalar_t>();
+    int64_t* path = emit_frames.data_ptr<int64_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> alpha((rows + 1) * W);
+      std::vector<uint8_t> back((rows + 1) * W);
+      for (int64_t b = begin; b < end; ++b) {
+        const TransducerGrid<scalar_t> g{bp + b * rows * W, ep + b * rows * (W - 1), rows, W};
+        for (int64_t t = 0; t <= rows; ++t) {
+          for (int64_t u = 0; u < W; ++u) {
+            alpha[t * W + u] = transducer_viterbi(g, alpha.data(), t, u, delta, &back[t * W + u]);
+          }
+        }
+        int64_t t = fp[b], u = lp[b];
+        out[b] = alpha[t * W + u];
+        if (!is_finite(out[b])) continue;
+        while (t > 0 || u > 0) {
+          if (back[t * W + u]) {
+            t -= delta;
+            u -= 1;
+            path[b * (W - 1) + u] = t;
+          } else {
+            t -= 1;
+          }
+        }
+      }
+    });
+  });
+  return {score, emit_frames};
+}
+
+// The scalar twin of ctc_occupancy_utterance_avx2 (same arguments, same result up to rounding).
+template <typename T>
+T ctc_occupancy_utterance(const T* e, const int64_t* lab, int64_t frames, int64_t states, int64_t batch,
+                          int64_t num_states, int64_t b, int64_t blank, T* gamma, T* work) {
+  auto E = [&](int64_t t) { return e + (t * batch + b) * num_states; };
+  auto G = [&](int64_t t) { return gamma + (t * batch + b) * num_states; };
+  // alpha, stored where gamma goes
+  for (int64_t s = 0; s < states; ++s) G(0)[s] = s < 2 ? E(0)[s] : neg_inf<T>();
+  for (int64_t t = 1; t < frames; ++t) {
+    for (int64_t s = 0; s < states; ++s) G(t)[s] = ctc_alpha(E(t)[s], G(t - 1), s, lab, blank);
+  }
+  const T total = ctc_log_likelihood(G(frames - 1), states);
+  // beta from the last frame back, turning alpha into gamma = exp(alpha + beta - e - log P)
+  T* next = work;
+  T* cur = work + num_states;
+  for (int64_t t = frames - 1; t >= 0; --t) {
+    const T* et = E(t);
+    T* g = G(t);
+    for (int64_t s = 0; s < states; ++s) {
+      cur[s] = t == frames - 1 ? ctc_beta_last(et[s], s, states) : ctc_beta(et[s], next, s, states, lab, blank);
+      g[s] = occupancy(g[s] + cur[s] - et[s], total);
+    }
+    std::swap(cur, next);
+  }
+  return total;
+}
+
+std::tuple<at::Tensor, at::Tensor> ctc_occupancy_cpu(const at::Tensor& e_in, const at::Tensor& ext_in,
+                                                     const at::Tensor& target_lengths_in,
+                                                     const at::Tensor& input_lengths_in, int64_t blank) {
+  check_ctc_inputs(e_in, ext_in, target_lengths_in, input_lengths_in);
+  const auto e = e_in.contiguous(), ext = ext_in.contiguous();
+  const auto target_lengths = target_lengths_in.contiguous(), input_lengths = input_lengths_in.contiguous();
+  const int64_t T = e.size(0), B = e.size(1), S = e.size(2);
+  auto log_p = at::empty({B}, e.options());
+  auto gamma = at::zeros({T, B, S}, e.options());
+  AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "ctc_occupancy_cpu", [&] {
+    using T_ = scalar_t;
+    const T_* ep = e.data_ptr<T_>();
+    const int64_t* xp = ext.data_ptr<int64_t>();
+    const int64_t* tl = target_lengths.data_ptr<int64_t>();
+    const int64_t* il = input_lengths.data_ptr<int64_t>();
+    T_* gp = gamma.data_ptr<T_>();
+    T_* out = log_p.data_ptr<T_>();
+    const T_ ninf = neg_inf<T_>();
+    const bool avx2 = cpu_has_avx2();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T_> work(3 * (S + 2));
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t frames = il[b], states = 2 * tl[b] + 1;
+        const int64_t* lab = xp + b * S;
+        if (frames == 0) {
+          out[b] = tl[b] == 0 ? T_(0) : ninf;
+        } else if (avx2) {
+          out[b] = ctc_occupancy_utterance_avx2(ep, lab, frames, states, B, S, b, blank, gp, work.data());
+        } else {
+          out[b] = ctc_occupancy_utterance(ep, lab, frames, states, B, S, b, blank, gp, work.data());
+        }
+      }
+    });
+  });
+  return {log_p, gamma};
+}
+
+std::tuple<at::Tensor, at::Tensor> ctc_viterbi_cpu(const at::Tensor& e_in, const at::Tensor& ext_in,
+                                                   const at::Tensor& target_lengths_in,
+                                                   const at::Tensor& input_lengths_in, int64_t blank) {
+  check_ctc_inputs(e_in, ext_in, target_lengths_in, input_lengths_in);
+  const auto e = e_in.contiguous(), ext = ext_in.contiguous();
+  const auto target_lengths = target_lengths_in.contiguous(), input_lengths = input_lengths_in.contiguous();
+  const int64_t T = e.size(0), B = e.size(1), S = e.size(2);
+  auto score = at::empty({B}, e.options());
+  auto states_out = at::full({B, T}, -1, ext.options());
+  AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "ctc_viterbi_cpu", [&] {
+    using T_ = scalar_t;
+    const T_* ep = e.data_ptr<T_>();
+    const int64_t* xp = ext.data_ptr<int64_t>();
+    const int64_t* tl = target_lengths.data_ptr<int64_t>();
+    const int64_t* il = input_lengths.data_ptr<int64_t>();
+    int64_t* path = states_out.data_ptr<int64_t>();
+    T_* out = score.data_ptr<T_>();
+    const T_ ninf = neg_inf<T_>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T_> prev(S), cur(S);
+      std::vector<uint8_t> back(T * S);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t frames = il[b], states = 2 * tl[b] + 1;
+        const int64_t* lab = xp + b * S;
+        if (frames == 0) {
+          out[b] = tl[b] == 0 ? T_(0) : ninf;
+          continue;
+        }
+        auto E = [&](int64_t t) { return ep + (t * B + b) * S; };
+        for (int64_t s = 0; s < states; ++s) prev[s] = s < 2 ? E(0)[s] : ninf;
+        for (int64_t t = 1; t < frames; ++t) {
+          const T_* et = E(t);
+          for (int64_t s = 0; s < states; ++s) {
+            cur[s] = ctc_viterbi(et[s], prev.data(), s, lab, blank, &back[t * S + s]);
+          }
+          std::swap(prev, cur);
+        }
+        int64_t s = ctc_viterbi_end(prev.data(), states);
+        out[b] = prev[s];
+        if (!is_finite(out[b])) continue;
+        for (int64_t t = frames - 1; t >= 0; --t) {
+          path[b * T + t] = s;
+          if (t > 0) s -= back[t * S + s];
+        }
+      }
+    });
+  });
+  return {score, states_out};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(seqloss, CPU, m) {
+  m.impl("transducer_lattice", &transducer_lattice_cpu);
+  m.impl("transducer_viterbi", &transducer_viterbi_cpu);
+  m.impl("ctc_occupancy", &ctc_occupancy_cpu);
+  m.impl("ctc_viterbi", &ctc_viterbi_cpu);
+}
+
+}  // namespace seqloss
