@@ -81,21 +81,18 @@ def _chunk_frames(batch, frames, columns, vocab, hidden, element_size, memory_bu
     return max(1, min(frames, int(memory_budget_mb * 2**20 // max(per_frame, 1))))
 
 
-class _FusedJoinerLoss(torch.autograd.Function):
-    """Per-utterance loss of (joiner -> loss), recomputing the joiner chunk by chunk in backward."""
-
-    @staticmethod
-    def forward(ctx, spec, enc_proj, pred_proj, *params):
-        joiner, choose_head = spec["joiner"], spec["choose_head"]
-        ssnt = spec["loss"] == "ssnt"
-        targets, blank = spec["targets"], spec["blank"]
-        batch, frames = enc_proj.shape[:2]
-        columns = pred_proj.shape[1]
-        dtype = _checks.compute_dtype(enc_proj)
-        blank_scores = enc_proj.new_empty(batch, frames, columns, dtype=dtype)
-        emit_scores = enc_proj.new_empty(batch, frames, columns, dtype=dtype)
-        lse = enc_proj.new_empty(batch, frames, columns, dtype=dtype)
-        column_targets = _column_targets(targets, columns, ssnt)
+def _chunked_scores(spec, enc_proj, pred_proj):
+    """Lattice scores (B, T, C) chunk by chunk: blank (or SSNT choose) and emit log-probs, and the lse."""
+    joiner, choose_head = spec["joiner"], spec["choose_head"]
+    ssnt, blank = spec["loss"] == "ssnt", spec["blank"]
+    batch, frames = enc_proj.shape[:2]
+    columns = pred_proj.shape[1]
+    dtype = _checks.compute_dtype(enc_proj)
+    blank_scores = enc_proj.new_empty(batch, frames, columns, dtype=dtype)
+    emit_scores = enc_proj.new_empty(batch, frames, columns, dtype=dtype)
+    lse = enc_proj.new_empty(batch, frames, columns, dtype=dtype)
+    column_targets = _column_targets(spec["targets"], columns, ssnt)
+    with torch.no_grad():
         for t0 in range(0, frames, spec["chunk"]):
             t1 = min(frames, t0 + spec["chunk"])
             hidden = joiner.hidden(enc_proj[:, t0:t1].unsqueeze(2), pred_proj.unsqueeze(1))
@@ -107,6 +104,15 @@ class _FusedJoinerLoss(torch.autograd.Function):
                 blank_scores[:, t0:t1] = choose_head(hidden).to(dtype)
             else:
                 blank_scores[:, t0:t1] = logits[..., blank] - lse[:, t0:t1]
+    return blank_scores, emit_scores, lse
+
+
+class _FusedJoinerLoss(torch.autograd.Function):
+    """Per-utterance loss of (joiner -> loss), recomputing the joiner chunk by chunk in backward."""
+
+    @staticmethod
+    def forward(ctx, spec, enc_proj, pred_proj, *params):
+        blank_scores, emit_scores, lse = _chunked_scores(spec, enc_proj, pred_proj)
         with torch.enable_grad():
             blank_leaf = blank_scores.requires_grad_()
             emit_leaf = emit_scores.requires_grad_()
@@ -244,7 +250,10 @@ def fused_transducer_loss(joiner, enc, pred, targets, logit_lengths, target_leng
     params = [p for name, p in joiner.named_parameters() if not name.startswith(("encoder_proj.", "predictor_proj."))]
     if choose_head is not None:
         params += list(choose_head.parameters())
-    losses = _FusedJoinerLoss.apply(spec, enc_proj, pred_proj, *params)
+    if torch.is_grad_enabled():
+        losses = _FusedJoinerLoss.apply(spec, enc_proj, pred_proj, *params)
+    else:  # evaluation (no_grad / inference_mode): the scores and the loss, no occupancies
+        losses = _small_loss(spec, *_chunked_scores(spec, enc_proj, pred_proj)[:2])
     return _checks.reduce(losses.to(_checks.output_dtype(enc)), reduction)
 
 

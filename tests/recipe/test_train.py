@@ -16,8 +16,8 @@ from recipe_cfg import REPO, RecordBatches, RecordLosses, compose_train, force_a
 from train import train
 from wandb_records import history_keys
 
-LOSS_MODES = [("ctc", None), ("rnnt", "dense"), ("rnnt", "packed"), ("modified_rnnt", "dense"),
-              ("modified_rnnt", "packed"), ("ssnt", "dense"), ("ssnt", "packed")]
+LOSS_MODES = [("ctc", None)] + [(loss, mode) for loss in ("rnnt", "modified_rnnt", "ssnt")
+                                 for mode in ("dense", "packed", "fused")]
 PERF = ["perf/step_time_s", "perf/utts_per_s", "perf/audio_s_per_s", "perf/loss_ms", "perf/peak_mem_gb"]
 
 

@@ -111,3 +111,15 @@ def test_fused_rejects_bad_arguments():
         seqloss.fused_transducer_loss(joiner, enc, pred, targets, ll, tl, blank=0, chunk_size=0)
     with pytest.raises(ValueError, match="logit_lengths"):
         seqloss.fused_transducer_loss(joiner, enc, pred, targets, ll + 1, tl, blank=0)
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("loss", ["rnnt", "ssnt"])
+def test_fused_without_gradients(context, loss):
+    joiner, choose, enc, pred, targets, ll, tl = _setup(torch.float64)
+    kwargs = {"choose_head": choose} if loss == "ssnt" else {}
+    with_grad = seqloss.fused_transducer_loss(joiner, enc, pred, targets, ll, tl, loss=loss, blank=0, **kwargs)
+    with context():
+        value = seqloss.fused_transducer_loss(joiner, enc, pred, targets, ll, tl, loss=loss, blank=0, **kwargs)
+    assert not value.requires_grad
+    torch.testing.assert_close(value, with_grad.detach())
