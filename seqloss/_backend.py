@@ -21,6 +21,7 @@ import torch
 from . import _ops
 from ._lattice import ctc as ctc_lattice
 from ._lattice import transducer as transducer_lattice
+from ._lattice import viterbi as viterbi_lattice
 
 BACKENDS = ("native", "torch")
 COMPILE_MIN_ELEMENTS = 1 << 22
@@ -50,6 +51,20 @@ def transducer_marginals(backend: str):
 def ctc_occupancy(backend: str):
     """The ctc_occupancy function of `backend`."""
     return _ops.ctc_occupancy if backend == "native" else ctc_lattice.ctc_occupancy
+
+
+def transducer_viterbi(backend: str):
+    """The best-path function of `backend`: (emit_frames (B, U), score (B,)) as in _lattice.viterbi."""
+    if backend == "native":
+        return lambda *args: _ops.transducer_viterbi(*args)[::-1]
+    return viterbi_lattice.transducer_viterbi
+
+
+def ctc_viterbi(backend: str):
+    """The best-path function of `backend`: (states (B, T), score (B,)) as in _lattice.viterbi."""
+    if backend == "native":
+        return lambda *args: _ops.ctc_viterbi(*args)[::-1]
+    return viterbi_lattice.ctc_viterbi
 
 
 def _compile_wanted(x: torch.Tensor) -> bool:

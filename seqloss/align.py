@@ -4,19 +4,20 @@
 of every target token and the path's score. ``*_posteriors`` returns the soft alignment: the
 posterior probability of every lattice edge, which is d log P / d score (minus the gradient of the
 "sum"-reduced loss w.r.t. the log-probabilities), usable as targets for label smoothing or
-re-weighting. Both run on the lattices of the losses, batched, on any device.
+re-weighting. Both run on the lattices of the losses, batched, on any device; the best paths use
+the native Viterbi kernels where built (``backend=`` / ``SEQLOSS_BACKEND`` as for the losses).
 """
 from typing import NamedTuple
 
 import torch
 
+from . import _backend
 from . import ctc as _ctc
 from . import rnnt as _rnnt
 from . import ssnt as _ssnt
 from ._lattice import ctc as ctc_lattice
 from ._lattice.transducer import transducer_marginals, transducer_occupancy
 from ._lattice.semiring import occupancy
-from ._lattice.viterbi import ctc_viterbi, transducer_viterbi
 
 
 class Alignment(NamedTuple):
@@ -54,7 +55,7 @@ def _frame_labels(token_frames, targets, num_frames, fill):
 
 
 # ----------------------------------------------------------------------------------------------- CTC
-def ctc_align(log_probs, targets, input_lengths, target_lengths, blank=0):
+def ctc_align(log_probs, targets, input_lengths, target_lengths, blank=0, *, backend=None):
     """Viterbi CTC alignment: argmax over frame label sequences that collapse to the target.
 
     Same arguments as :func:`seqloss.ctc_loss`. For B = 1, ``labels`` equals
@@ -67,7 +68,8 @@ def ctc_align(log_probs, targets, input_lengths, target_lengths, blank=0):
         ext = ctc_lattice.extended_labels(targets, blank)
         e = ctc_lattice.emissions(log_probs.to(torch.float64 if log_probs.dtype == torch.float64 else torch.float32),
                                   ext, input_lengths)
-        states, scores = ctc_viterbi(e, ext, target_lengths, input_lengths, blank)
+        best_path = _backend.ctc_viterbi(_backend.resolve_backend(backend, log_probs.device))
+        states, scores = best_path(e, ext, target_lengths, input_lengths, blank)
         labels = torch.where(states >= 0, ext.gather(1, states.clamp(min=0)), blank)
         num_frames = states.shape[1]
         is_label_state = (states >= 0) & (states % 2 == 1)
@@ -104,13 +106,14 @@ def _ctc_state(log_probs, targets, input_lengths, target_lengths, blank):
     return [gamma, ext]
 
 
-def simple_ctc_align(log_probs, targets, input_lengths, target_lengths, blank=0):
+def simple_ctc_align(log_probs, targets, input_lengths, target_lengths, blank=0, *, backend=None):
     """Viterbi alignment of the simplified CTC: every frame emits blank or the next label."""
     log_probs, targets, input_lengths, target_lengths, blank, _ = _ctc._prepare(
         log_probs, targets, input_lengths, target_lengths, blank, "none")
     with torch.no_grad():
         blank_s, emit_s = _ctc._simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
-        token_frames, scores = transducer_viterbi(blank_s, emit_s, input_lengths, target_lengths, True)
+        best_path = _backend.transducer_viterbi(_backend.resolve_backend(backend, log_probs.device))
+        token_frames, scores = best_path(blank_s, emit_s, input_lengths, target_lengths, True)
     return Alignment(_frame_labels(token_frames, targets, log_probs.shape[0], blank), token_frames, scores)
 
 
@@ -138,11 +141,12 @@ def _transducer_scores(logits, targets, logit_lengths, target_lengths, blank, fu
 
 
 def _transducer_align(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, one_per_frame,
-                      final_blank):
+                      final_blank, backend=None):
     with torch.no_grad():
         blank_s, emit_s, targets, logit_lengths, target_lengths, blank = _transducer_scores(
             logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, one_per_frame, final_blank)
-        token_frames, scores = transducer_viterbi(blank_s, emit_s, logit_lengths, target_lengths, one_per_frame)
+        best_path = _backend.transducer_viterbi(_backend.resolve_backend(backend, logits.device))
+        token_frames, scores = best_path(blank_s, emit_s, logit_lengths, target_lengths, one_per_frame)
         labels = _frame_labels(token_frames, targets[:, : token_frames.shape[1]], blank_s.shape[1], blank)
     return Alignment(labels, token_frames, scores)
 
@@ -156,11 +160,12 @@ def _transducer_posteriors(logits, targets, logit_lengths, target_lengths, blank
     return TransducerPosteriors(occ_blank, occ_emit)
 
 
-def rnnt_align(logits, targets, logit_lengths, target_lengths, blank=-1, fused_log_softmax=True):
+def rnnt_align(logits, targets, logit_lengths, target_lengths, blank=-1, fused_log_softmax=True, *, backend=None):
     """Viterbi RNN-T alignment. token_frames[u] is the frame whose cell emitted y_{u+1}; labels[t] is
     the first token emitted on frame t (blank if none). Arguments as :func:`seqloss.rnnt_loss`
     (dense logits give grid-sized outputs; packed logits give the same with T = max T_b)."""
-    return _transducer_align(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, False, True)
+    return _transducer_align(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, False, True,
+                             backend)
 
 
 def rnnt_posteriors(logits, targets, logit_lengths, target_lengths, blank=-1, fused_log_softmax=True):
@@ -170,10 +175,10 @@ def rnnt_posteriors(logits, targets, logit_lengths, target_lengths, blank=-1, fu
 
 
 def modified_rnnt_align(logits, targets, logit_lengths, target_lengths, blank=-1, fused_log_softmax=True,
-                        final_blank=True):
+                        final_blank=True, *, backend=None):
     """Viterbi alignment of the modified (one-symbol-per-frame) transducer; labels[t] is the frame's token."""
     return _transducer_align(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, True,
-                             final_blank)
+                             final_blank, backend)
 
 
 def modified_rnnt_posteriors(logits, targets, logit_lengths, target_lengths, blank=-1, fused_log_softmax=True,
@@ -192,14 +197,15 @@ def _ssnt_lattice(log_probs, targets, log_p_choose, source_lengths, target_lengt
     return blank, emit, shift, source_lengths, target_lengths, targets, index
 
 
-def ssnt_align(log_probs, targets, log_p_choose, source_lengths, target_lengths, fill=-1):
+def ssnt_align(log_probs, targets, log_p_choose, source_lengths, target_lengths, fill=-1, *, backend=None):
     """Viterbi SSNT alignment: token_frames[j] is the source frame where token j is emitted; labels[i]
     is the first token emitted at frame i, ``fill`` if none (SSNT has no blank symbol). Padded layout
     gives (B, J) token frames; packed gives them padded to max J_b."""
     with torch.no_grad():
         blank, emit, _, source_lengths, target_lengths, targets, index = _ssnt_lattice(
             log_probs, targets, log_p_choose, source_lengths, target_lengths)
-        token_frames, scores = transducer_viterbi(blank, emit, source_lengths, target_lengths, False)
+        best_path = _backend.transducer_viterbi(_backend.resolve_backend(backend, log_probs.device))
+        token_frames, scores = best_path(blank, emit, source_lengths, target_lengths, False)
         if index is not None:
             padded = targets.new_zeros(token_frames.shape)
             targets = padded.index_put(index, targets)

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf, open_dict
 
 from recipe_cfg import REPO, RecordBatches, RecordLosses, compose_train, force_add
 from train import train
-from wandb_records import history_keys
+from wandb_records import history_keys, wait_for_exit_record
 
 LOSS_MODES = [("ctc", None)] + [(loss, mode) for loss in ("rnnt", "modified_rnnt", "ssnt")
                                  for mode in ("dense", "packed", "fused")]
@@ -111,6 +111,7 @@ def test_wandb_and_csv_hold_perf_metrics(tiny_data_overrides, tmp_path):
     run_dir = Path(cfg.paths.output_dir)
     run_files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(run_files) == 1
+    wait_for_exit_record(run_files[0])
     counts = history_keys(run_files[0])
     for key in PERF + ["train/loss"]:
         assert counts.get(key, 0) == 4, key

@@ -5,6 +5,7 @@ chunks, each with a 7-byte header (CRC32, little-endian length, type FULL/FIRST/
 a complete record is a serialised `wandb_internal_pb2.Record`.
 """
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -22,6 +23,9 @@ def _records(data: bytes):
             pos += _BLOCK - pos % _BLOCK
             continue
         _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0:  # zero fill: the writer flushed mid-block; records resume at the next block
+            pos += _BLOCK - pos % _BLOCK
+            continue
         chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == _FULL:
@@ -32,8 +36,6 @@ def _records(data: bytes):
             pending += chunk
         elif kind == _LAST:
             yield pending + chunk
-        elif kind == 0:  # zero fill after the last record
-            return
         else:
             raise ValueError(f"bad chunk type {kind} at byte {pos}")
 
@@ -49,3 +51,18 @@ def history_keys(run_file: str | Path) -> dict[str, int]:
                 key = item.key or "/".join(item.nested_key)
                 counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def wait_for_exit_record(run_file: str | Path, timeout_s: float = 60.0) -> None:
+    """Waits until the run file holds wandb's `exit` record: `wandb.finish()` can return before
+    wandb's service process has written the last records."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for raw in _records(Path(run_file).read_bytes()):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(raw)
+            if record.WhichOneof("record_type") == "exit":
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{run_file} has no exit record after {timeout_s} s")
+        time.sleep(0.2)

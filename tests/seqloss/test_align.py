@@ -149,3 +149,22 @@ def test_ssnt_posteriors_are_the_gradient_and_emit_each_token_once():
     # d loss / d q = -(emit - shift * e^q / (1 - e^q))
     q_grad = _minus_grad(lambda v: seqloss.ssnt_loss(lp, targets, v, sl, tl, reduction="sum"), choose)
     torch.testing.assert_close(q_grad, post.emit - post.shift * torch.exp(choose) / -torch.expm1(choose))
+
+
+@pytest.mark.skipif(not seqloss._ops.available("cpu"), reason="native kernels not built")
+def test_native_and_torch_alignments_agree():
+    lp, targets, il, tl = ctc_batch(11, 40, 4, 6, 8)
+    for fn in (seqloss.ctc_align, seqloss.simple_ctc_align):
+        a, b = fn(lp, targets, il, tl, backend="native"), fn(lp, targets, il, tl, backend="torch")
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.token_frames, b.token_frames)
+        torch.testing.assert_close(a.scores, b.scores)
+    logits, rtg, ll, rtl = transducer_batch(12, 4, 20, 6, 8)
+    for fn in (seqloss.rnnt_align, seqloss.modified_rnnt_align):
+        a, b = fn(logits, rtg, ll, rtl, blank=0, backend="native"), fn(logits, rtg, ll, rtl, blank=0, backend="torch")
+        assert torch.equal(a.token_frames, b.token_frames) and torch.equal(a.labels, b.labels)
+        torch.testing.assert_close(a.scores, b.scores)
+    slp, stg, ch, sl, stl = ssnt_batch(13, 3, 4, 10, 5)
+    a = seqloss.ssnt_align(slp, stg, ch, sl, stl, backend="native")
+    b = seqloss.ssnt_align(slp, stg, ch, sl, stl, backend="torch")
+    assert torch.equal(a.token_frames, b.token_frames)
+    torch.testing.assert_close(a.scores, b.scores)
