@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import _backend
+from . import _backend, _checks
 from . import ctc as _ctc
 from . import rnnt as _rnnt
 from . import ssnt as _ssnt
@@ -65,9 +65,7 @@ def ctc_align(log_probs, targets, input_lengths, target_lengths, blank=0, *, bac
     log_probs, targets, input_lengths, target_lengths, blank, _ = _ctc._prepare(
         log_probs, targets, input_lengths, target_lengths, blank, "none")
     with torch.no_grad():
-        ext = ctc_lattice.extended_labels(targets, blank)
-        e = ctc_lattice.emissions(log_probs.to(torch.float64 if log_probs.dtype == torch.float64 else torch.float32),
-                                  ext, input_lengths)
+        ext, e = _ctc_emissions(log_probs, targets, input_lengths, blank)
         best_path = _backend.ctc_viterbi(_backend.resolve_backend(backend, log_probs.device))
         states, scores = best_path(e, ext, target_lengths, input_lengths, blank)
         labels = torch.where(states >= 0, ext.gather(1, states.clamp(min=0)), blank)
@@ -98,10 +96,14 @@ def ctc_posteriors(log_probs, targets, input_lengths, target_lengths, blank=0):
     return mass[:, 0] if unbatched else mass
 
 
-def _ctc_state(log_probs, targets, input_lengths, target_lengths, blank):
+def _ctc_emissions(log_probs, targets, input_lengths, blank):
+    """Blank-extended labels (B, S) and their emission scores (T, B, S) in the compute dtype."""
     ext = ctc_lattice.extended_labels(targets, blank)
-    e = ctc_lattice.emissions(log_probs.to(torch.float64 if log_probs.dtype == torch.float64 else torch.float32),
-                              ext, input_lengths)
+    return ext, ctc_lattice.emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
+
+
+def _ctc_state(log_probs, targets, input_lengths, target_lengths, blank):
+    ext, e = _ctc_emissions(log_probs, targets, input_lengths, blank)
     _, gamma = ctc_lattice.ctc_occupancy(e, ext, target_lengths, input_lengths, blank)
     return [gamma, ext]
 

@@ -56,30 +56,22 @@ def transducer_viterbi(blank, emit, frames, labels, emit_advances_time: bool):
     batch, num_frames, width = blank.shape
     blank, emit = _pad_grid(blank, emit)
     rows = num_frames + 1
-    if emit_advances_time:
-        best = torch.where(torch.arange(width, device=blank.device) == 0, 0.0,
-                           torch.full((batch, width), NEG_INF, dtype=blank.dtype, device=blank.device))
-        came_by_emit = [torch.zeros(batch, width, dtype=torch.bool, device=blank.device)]
-        values = [best]
-        for t in range(1, rows):
-            by_blank, by_emit = best + blank[:, t - 1], _shift_u(best + emit[:, t - 1], 1)
-            came_by_emit.append(by_emit > by_blank)
-            best = torch.maximum(by_blank, by_emit)
-            values.append(best)
-        values, came_by_emit = torch.stack(values, 1), torch.stack(came_by_emit, 1)
-    else:
-        sb, se = _skew(blank), _skew(emit)
-        best = torch.where(torch.arange(width, device=blank.device) == 0, 0.0,
-                           torch.full((batch, width), NEG_INF, dtype=blank.dtype, device=blank.device))
-        came_by_emit = [torch.zeros(batch, width, dtype=torch.bool, device=blank.device)]
-        values = [best]
-        for n in range(1, rows + width - 1):
-            by_blank, by_emit = best + sb[:, n - 1], _shift_u(best + se[:, n - 1], 1)
-            came_by_emit.append(by_emit > by_blank)
-            best = torch.maximum(by_blank, by_emit)
-            values.append(best)
-        values = _unskew(torch.stack(values, 1), rows)
-        came_by_emit = _unskew(torch.stack(came_by_emit, 1).to(torch.uint8), rows).bool()
+    # delta = 1 steps frame by frame; delta = 0 steps along anti-diagonals of the skewed grid.
+    # The step is the same: from index u by blank, from index u - 1 by emit.
+    step_blank, step_emit = (blank, emit) if emit_advances_time else (_skew(blank), _skew(emit))
+    best = torch.where(torch.arange(width, device=blank.device) == 0, 0.0,
+                       torch.full((batch, width), NEG_INF, dtype=blank.dtype, device=blank.device))
+    came_by_emit = [torch.zeros(batch, width, dtype=torch.bool, device=blank.device)]
+    values = [best]
+    for n in range(1, step_blank.shape[1]):
+        by_blank, by_emit = best + step_blank[:, n - 1], _shift_u(best + step_emit[:, n - 1], 1)
+        came_by_emit.append(by_emit > by_blank)
+        best = torch.maximum(by_blank, by_emit)
+        values.append(best)
+    values, came_by_emit = torch.stack(values, 1), torch.stack(came_by_emit, 1)
+    if not emit_advances_time:
+        values = _unskew(values, rows)
+        came_by_emit = _unskew(came_by_emit.to(torch.uint8), rows).bool()
     index = torch.arange(batch, device=blank.device)
     score = values[index, frames, labels]
     emit_frame = torch.full((batch, max(width - 1, 0)), -1, dtype=torch.long, device=blank.device)
