@@ -68,6 +68,12 @@ if CPU_AVAILABLE:
     def _ctc_viterbi_fake(e, ext, target_lengths, input_lengths, blank):
         return e.new_empty(e.shape[1]), ext.new_empty(e.shape[1], e.shape[0])
 
+    @torch.library.register_fake("seqloss::ssnt_lattice")
+    def _ssnt_lattice_fake(token, choose, source_lengths, target_lengths):
+        contiguous = torch.contiguous_format
+        return (token.new_empty(token.shape[0]), torch.empty_like(token, memory_format=contiguous),
+                torch.empty_like(token, memory_format=contiguous))
+
     def _lattice_setup(ctx, inputs, output):
         blank, emit, _, _, emit_advances_time = inputs
         log_p, alpha, beta = output

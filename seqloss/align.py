@@ -194,7 +194,8 @@ def modified_rnnt_posteriors(logits, targets, logit_lengths, target_lengths, bla
 def _ssnt_lattice(log_probs, targets, log_p_choose, source_lengths, target_lengths):
     targets, source_lengths, target_lengths, packed = _ssnt._prepare(log_probs, targets, log_p_choose,
                                                                      source_lengths, target_lengths, "none")
-    token, choose, index = _ssnt._gather_scores(log_probs, targets, log_p_choose, target_lengths, packed)
+    token, choose = _ssnt._gather_scores(log_probs, targets, log_p_choose, target_lengths, packed)
+    index = _ssnt._packed_index(target_lengths, targets.shape[0]) if packed else None
     blank, emit, shift = _ssnt._lattice_scores(token, choose, source_lengths, target_lengths)
     return blank, emit, shift, source_lengths, target_lengths, targets, index
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from . import _checks
 from .rnnt import modified_rnnt_loss, rnnt_loss
-from .ssnt import ssnt_loss
+from .ssnt import ssnt_loss, ssnt_loss_gathered
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -185,10 +185,9 @@ def _small_loss(spec, blank_scores, emit_scores):
     """The package's per-utterance loss on the lattice scores, via a 2-channel (blank, emit) tensor."""
     if spec["loss"] == "ssnt":
         columns = spec["targets"].shape[1]
-        log_probs = emit_scores[:, :, :columns].transpose(1, 2).unsqueeze(-1)   # (B, J, S, 1)
+        token = emit_scores[:, :, :columns].transpose(1, 2)   # (B, J, S)
         choose = blank_scores[:, :, :columns].transpose(1, 2)
-        return ssnt_loss(log_probs, torch.zeros_like(spec["targets"]), choose, spec["logit_lengths"],
-                         spec["target_lengths"], reduction="none")
+        return ssnt_loss_gathered(token, choose, spec["logit_lengths"], spec["target_lengths"], reduction="none")
     two_channel = torch.stack([blank_scores, emit_scores], dim=-1)
     ones = torch.ones_like(spec["targets"])
     loss_fn = rnnt_loss if spec["loss"] == "rnnt" else modified_rnnt_loss

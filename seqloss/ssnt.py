@@ -27,13 +27,20 @@ def _log1mexp(q: torch.Tensor) -> torch.Tensor:
                        torch.log1p(-torch.exp(torch.where(near_zero, -1.0, q))))
 
 
+def _packed_index(target_lengths: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b, j) of every packed row (rows ordered b then j)."""
+    device = target_lengths.device
+    b = torch.repeat_interleave(torch.arange(target_lengths.shape[0], device=device), target_lengths,
+                                output_size=num_rows)
+    j = torch.arange(num_rows, device=device) - (torch.cumsum(target_lengths, 0) - target_lengths)[b]
+    return b, j
+
+
 def _rows_to_grid(rows: torch.Tensor, target_lengths: torch.Tensor, max_targets: int) -> torch.Tensor:
     """Packed (sum_b J_b, S) rows ordered b, j -> padded (B, J, S), -inf padding."""
-    batch = target_lengths.shape[0]
-    b = torch.repeat_interleave(torch.arange(batch, device=rows.device), target_lengths, output_size=rows.shape[0])
-    j = torch.arange(rows.shape[0], device=rows.device) - (torch.cumsum(target_lengths, 0) - target_lengths)[b]
-    grid = rows.new_full((batch, max_targets, rows.shape[1]), NEG_INF)
-    return grid.index_put((b, j), rows), (b, j)
+    index = _packed_index(target_lengths, rows.shape[0])
+    grid = rows.new_full((target_lengths.shape[0], max_targets, rows.shape[1]), NEG_INF)
+    return grid.index_put(index, rows)
 
 
 def _lattice_scores(token, choose, source_lengths, target_lengths):
@@ -51,70 +58,72 @@ def _lattice_scores(token, choose, source_lengths, target_lengths):
 
 
 def _gather_scores(log_probs, targets, log_p_choose, target_lengths, packed):
-    """Token log-probs l_j(i) and choose log-probs as padded (B, J, S) in the compute dtype."""
-    dtype = _checks.compute_dtype(log_probs)
+    """Token log-probs l_j(i) and choose log-probs as padded (B, J, S) in the compute dtype (differentiable)."""
     token = log_probs.gather(-1, targets.unsqueeze(-1).unsqueeze(-1).expand(*targets.shape, log_probs.shape[-2], 1))
-    token, choose = token[..., 0].to(dtype), log_p_choose.to(dtype)
-    if not packed:
-        return token, choose, None
-    max_targets = int(target_lengths.max())
-    token, index = _rows_to_grid(token, target_lengths, max_targets)
-    choose, _ = _rows_to_grid(choose, target_lengths, max_targets)
-    return token, choose, index
+    return _padded_scores(token[..., 0], log_p_choose, target_lengths, packed)
 
 
-def _ssnt_nll(log_probs, log_p_choose, targets, source_lengths, target_lengths, packed):
-    token, choose, _ = _gather_scores(log_probs, targets, log_p_choose, target_lengths, packed)
+def _padded_scores(token, choose, target_lengths, packed):
+    """Gathered token and choose log-probs, padded (B, J, S) or packed (sum_b J_b, S) -> padded, compute dtype."""
+    dtype = _checks.compute_dtype(token)
+    token, choose = token.to(dtype), choose.to(dtype)
+    if packed:
+        max_targets = int(target_lengths.max())
+        token = _rows_to_grid(token, target_lengths, max_targets)
+        choose = _rows_to_grid(choose, target_lengths, max_targets)
+    return token, choose
+
+
+def _ssnt_nll(token, choose, source_lengths, target_lengths):
+    """-log P (B,) from padded (B, J, S) token and choose log-probs, differentiable (torch reference)."""
     blank, emit, _ = _lattice_scores(token, choose, source_lengths, target_lengths)
     return -transducer_log_likelihood(blank, emit, source_lengths, target_lengths, emit_advances_time=False)
 
 
+def _ssnt_grads_generic(token, choose, source_lengths, target_lengths, backend):
+    """log P (B,) and d log P / d token, d log P / d choose (B, J, S) through the transducer lattice."""
+    blank, emit, shift = _lattice_scores(token, choose, source_lengths, target_lengths)
+    log_p, alpha, beta_shift, beta_emit = _backend.transducer_marginals(backend)(
+        blank, emit, source_lengths, target_lengths, emit_advances_time=False)
+    total = log_p.view(-1, 1, 1)
+    occ_emit = occupancy(alpha[..., :-1] + emit + beta_emit, total).transpose(1, 2)  # (B, J, S)
+    # d log P / d q through r = log(1 - e^q) is -occ_shift * e^q / (1 - e^q) = -exp(alpha + q + beta_next - log P),
+    # computed without r so that it stays finite as q -> 0 (r -> -inf). Since occ_shift <= 1 the exponent is
+    # at most q - r, which bounds float rounding as the clamp in `occupancy` does for probabilities.
+    choose_t, shift_t = choose.transpose(1, 2), shift.transpose(1, 2)
+    exponent = torch.minimum(alpha[..., :-1] + choose_t + beta_shift[..., :-1] - total, choose_t - shift_t)
+    d_shift = -torch.where(torch.isfinite(total) & torch.isfinite(exponent), torch.exp(exponent), 0.0)
+    d_shift = d_shift.transpose(1, 2)
+    real_shift = torch.arange(d_shift.shape[1], device=d_shift.device).view(1, -1, 1) < target_lengths.view(-1, 1, 1)
+    d_shift = torch.where(real_shift, d_shift, 0.0)  # not the final zero-score edge, not padding
+    return log_p, occ_emit, occ_emit + d_shift
+
+
+def _ssnt_grads(token, choose, source_lengths, target_lengths, backend):
+    """log P, d log P / d token, d log P / d choose: one fused native pass on CPU, else the generic lattice."""
+    if backend == "native" and token.device.type == "cpu":
+        return torch.ops.seqloss.ssnt_lattice(token, choose, source_lengths, target_lengths)
+    return _ssnt_grads_generic(token, choose, source_lengths, target_lengths, backend)
+
+
 class _SSNTFunction(torch.autograd.Function):
+    """-log P (B,) from padded (B, J, S) token and choose log-probs; the gradient comes from the forward pass."""
+
     @staticmethod
-    def forward(ctx, log_probs, log_p_choose, targets, source_lengths, target_lengths, packed, backend):
-        token, choose, index = _gather_scores(log_probs, targets, log_p_choose, target_lengths, packed)
-        blank, emit, shift = _lattice_scores(token, choose, source_lengths, target_lengths)
-        log_p, alpha, beta_shift, beta_emit = _backend.transducer_marginals(backend)(
-            blank, emit, source_lengths, target_lengths, emit_advances_time=False)
-        total = log_p.view(-1, 1, 1)
-        occ_emit = occupancy(alpha[..., :-1] + emit + beta_emit, total).transpose(1, 2)  # (B, J, S)
-        # d log P / d q through r = log(1 - e^q) is -occ_shift * e^q / (1 - e^q) = -exp(alpha + q + beta_next - log P),
-        # computed without r so that it stays finite as q -> 0 (r -> -inf). Since occ_shift <= 1 the exponent is
-        # at most q - r, which bounds float rounding as the clamp in `occupancy` does for probabilities.
-        choose_t, shift_t = choose.transpose(1, 2), shift.transpose(1, 2)
-        exponent = torch.minimum(alpha[..., :-1] + choose_t + beta_shift[..., :-1] - total, choose_t - shift_t)
-        d_shift = -torch.where(torch.isfinite(total) & torch.isfinite(exponent), torch.exp(exponent), 0.0)
-        d_shift = d_shift.transpose(1, 2)
-        real_shift = torch.arange(d_shift.shape[1], device=d_shift.device).view(1, -1, 1) < target_lengths.view(-1, 1, 1)
-        d_shift = torch.where(real_shift, d_shift, 0.0)  # not the final zero-score edge, not padding
-        grad_token, grad_choose = occ_emit, occ_emit + d_shift   # d log P / d score
-        if packed:
-            grad_token, grad_choose = grad_token[index], grad_choose[index]
-        ctx.save_for_backward(log_probs, log_p_choose, targets, source_lengths, target_lengths, grad_token,
-                              grad_choose)
-        ctx.packed = packed
+    def forward(ctx, token, choose, source_lengths, target_lengths, backend):
+        log_p, grad_token, grad_choose = _ssnt_grads(token, choose, source_lengths, target_lengths, backend)
+        ctx.save_for_backward(token, choose, source_lengths, target_lengths, grad_token, grad_choose)
         return -log_p
 
     @staticmethod
     def backward(ctx, grad_losses):
-        log_probs, log_p_choose, targets, source_lengths, target_lengths, grad_token, grad_choose = ctx.saved_tensors
+        token, choose, source_lengths, target_lengths, grad_token, grad_choose = ctx.saved_tensors
         if torch.is_grad_enabled():
-            grads = _checks.recompute_grads(
-                lambda lp, ch: _ssnt_nll(lp, ch, targets, source_lengths, target_lengths, ctx.packed),
-                [log_probs, log_p_choose], grad_losses)
-            return grads[0], grads[1], None, None, None, None, None
-        if ctx.packed:
-            b = torch.repeat_interleave(torch.arange(grad_losses.shape[0], device=grad_losses.device),
-                                        target_lengths, output_size=targets.shape[0])
-            scale = grad_losses[b].view(-1, 1)
-        else:
-            scale = grad_losses.view(-1, 1, 1)
-        scale = scale.to(grad_token.dtype)
-        grad_lp = torch.zeros(log_probs.shape, dtype=grad_token.dtype, device=grad_token.device)
-        grad_lp.scatter_(-1, targets.unsqueeze(-1).unsqueeze(-1).expand(*targets.shape, log_probs.shape[-2], 1),
-                         (-grad_token * scale).unsqueeze(-1))
-        return (grad_lp.to(log_probs.dtype), (-grad_choose * scale).to(log_p_choose.dtype), None, None, None, None,
-                None)
+            grads = _checks.recompute_grads(lambda t, c: _ssnt_nll(t, c, source_lengths, target_lengths),
+                                            [token, choose], grad_losses)
+            return grads[0], grads[1], None, None, None
+        scale = -grad_losses.view(-1, 1, 1).to(grad_token.dtype)
+        return grad_token * scale, grad_choose * scale, None, None, None
 
 
 def _prepare(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction):
@@ -169,5 +178,54 @@ def ssnt_loss(log_probs, targets, log_p_choose, source_lengths, target_lengths, 
     targets, source_lengths, target_lengths, packed = _prepare(log_probs, targets, log_p_choose, source_lengths,
                                                                target_lengths, reduction)
     backend = _backend.resolve_backend(backend, log_probs.device)
-    losses = _SSNTFunction.apply(log_probs, log_p_choose, targets, source_lengths, target_lengths, packed, backend)
+    token, choose = _gather_scores(log_probs, targets, log_p_choose, target_lengths, packed)
+    losses = _SSNTFunction.apply(token, choose, source_lengths, target_lengths, backend)
     return _checks.reduce(losses.to(_checks.output_dtype(log_probs)), reduction)
+
+
+def ssnt_loss_gathered(token_log_probs, log_p_choose, source_lengths, target_lengths, reduction="mean", *,
+                       backend=None):
+    """The SSNT loss from already gathered token scores: ``ssnt_loss`` without the V dimension.
+
+    ``token_log_probs[j, i]`` is l_j(i) = log P(y_j | j, i), the log-probability of the target token
+    itself (``log_probs[..., y_j]`` in :func:`ssnt_loss`), so that
+
+        ssnt_loss_gathered(log_probs.gather(-1, y[..., None, None].expand(..., S, 1))[..., 0], log_p_choose, ...)
+            == ssnt_loss(log_probs, y, log_p_choose, ...)
+
+    with the same gradients w.r.t. the gathered scores. A model that scores only the target tokens
+    (e.g. a factorised or sampled-softmax output layer, or the gather done inside a fused joiner)
+    pays neither the (B, J, S, V) input nor its dense gradient; what remains is the lattice.
+
+    Args:
+        token_log_probs: padded (B, J, S) or packed (sum_b J_b, S) token log-probabilities.
+        log_p_choose: the same shape: log-probability of emitting (vs shifting) at each cell.
+        source_lengths (S_b), target_lengths (J_b): (B,) int.
+        reduction, backend: as for :func:`ssnt_loss`.
+    """
+    _checks.check_reduction(reduction)
+    _checks.check_scores("token_log_probs", token_log_probs, (2, 3))
+    _checks.check_scores("log_p_choose", log_p_choose, (2, 3))
+    if log_p_choose.shape != token_log_probs.shape:
+        raise ValueError(f"log_p_choose must have the shape of token_log_probs {tuple(token_log_probs.shape)}, "
+                         f"got {tuple(log_p_choose.shape)}")
+    packed = token_log_probs.dim() == 2
+    device = token_log_probs.device
+    source_lengths = _checks.as_index_tensor("source_lengths", source_lengths, device)
+    target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
+    num_frames = token_log_probs.shape[-1]
+    batch = source_lengths.shape[0] if packed else token_log_probs.shape[0]
+    _checks.check_batch("source_lengths" if packed else "token_log_probs", batch)
+    _checks.check_lengths("source_lengths", source_lengths, batch, num_frames, "token_log_probs.shape[-1]")
+    if packed:
+        _checks.check_lengths("target_lengths", target_lengths, batch, None, "")
+        if not _checks.tracing() and int(target_lengths.sum()) != token_log_probs.shape[0]:
+            raise ValueError(f"packed token_log_probs must have sum(target_lengths) = {int(target_lengths.sum())} "
+                             f"rows, got {token_log_probs.shape[0]}")
+    else:
+        _checks.check_lengths("target_lengths", target_lengths, batch, token_log_probs.shape[1],
+                              "token_log_probs.shape[1]")
+    backend = _backend.resolve_backend(backend, device)
+    token, choose = _padded_scores(token_log_probs, log_p_choose, target_lengths, packed)
+    losses = _SSNTFunction.apply(token, choose, source_lengths, target_lengths, backend)
+    return _checks.reduce(losses.to(_checks.output_dtype(token_log_probs)), reduction)

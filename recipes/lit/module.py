@@ -6,6 +6,7 @@ import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from torch import nn
 
+import seqloss
 from recipes.data.text import normalize_text
 from recipes.decoding.greedy import GreedyDecoder
 from recipes.metrics.wer import EditCounts, word_error_counts
@@ -24,6 +25,13 @@ class ASRLitModule(L.LightningModule):
     are `None` (the loss config nulls them). Batches whose loss is not finite are skipped (no
     backward, no update) and counted in `train/skipped_batches`. Validation and test decode
     greedily and score WER with the shared normaliser.
+
+    `aux_ctc_weight` > 0 adds an auxiliary CTC loss on the transcriber to a transducer or SSNT
+    objective (as icefall does): the training loss is
+    mean_b[−log P(y_b | x_b)] + aux_ctc_weight · mean_b[CTC_b]. It helps the encoder to learn
+    where tokens are before the predictor learns to guess them. `train/loss` stays the objective's
+    own negative log-likelihood (comparable across losses); the CTC term is `train/aux_ctc_loss`.
+    With weight 0 (or for `loss=ctc`, where the CTC head is the output layer) no extra head is kept.
     """
 
     def __init__(
@@ -37,8 +45,18 @@ class ASRLitModule(L.LightningModule):
         ctc_head: nn.Module | None = None,
         choose_head: nn.Module | None = None,
         decoder: GreedyDecoder | None = None,
+        aux_ctc_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if not aux_ctc_weight >= 0.0:
+            raise ValueError(f"aux_ctc_weight must be >= 0, got {aux_ctc_weight}")
+        if objective.name == "ctc":
+            aux_ctc_weight = 0.0  # the CTC head is the model's output layer already
+        elif aux_ctc_weight == 0.0:
+            ctc_head = None  # no auxiliary loss: do not keep (or checkpoint) an unused head
+        elif ctc_head is None:
+            raise ValueError(f"aux_ctc_weight={aux_ctc_weight} needs model.ctc_head, which is null in the model config")
+        self.aux_ctc_weight = float(aux_ctc_weight)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.transcriber = transcriber
@@ -62,8 +80,18 @@ class ASRLitModule(L.LightningModule):
 
     def loss_per_utterance(self, batch: dict) -> torch.Tensor:
         """−log P(y | x) for each utterance of the batch, (B,)."""
+        return self._losses(batch)[0]
+
+    def _losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The objective's −log P(y | x) (B,) and, with `aux_ctc_weight` > 0, the auxiliary CTC loss (B,)."""
         enc, enc_lengths = self.encode(batch["features"], batch["feature_lengths"])
-        return self.objective(self, enc, enc_lengths, batch["targets"], batch["target_lengths"])
+        nll = self.objective(self, enc, enc_lengths, batch["targets"], batch["target_lengths"])
+        if self.aux_ctc_weight == 0.0:
+            return nll, None
+        log_probs = self.ctc_head(enc).float().transpose(0, 1)  # (T, B, V)
+        aux = seqloss.ctc_loss(log_probs, batch["targets"], enc_lengths, batch["target_lengths"],
+                               blank=self.objective.blank_id, reduction="none", zero_infinity=True)
+        return nll, aux
 
     @torch.no_grad()
     def transcribe(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
@@ -87,10 +115,12 @@ class ASRLitModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         self._batch = batch  # for the out-of-memory message of backward
         try:
-            loss = self.loss_per_utterance(batch).mean()
+            nll, aux = self._losses(batch)
+            loss = nll.mean()
+            total = loss if aux is None else loss + self.aux_ctc_weight * aux.mean()
         except torch.OutOfMemoryError as error:
             raise BatchOutOfMemoryError(_oom_message(batch)) from error
-        finite = bool(torch.isfinite(loss))
+        finite = bool(torch.isfinite(total))
         if self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if not finite:
@@ -102,7 +132,9 @@ class ASRLitModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/skipped_batches", float(self.skipped_batches), batch_size=batch_size)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
-        return loss
+        if aux is not None:
+            self.log("train/aux_ctc_loss", aux.mean(), batch_size=batch_size)
+        return total
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         try:

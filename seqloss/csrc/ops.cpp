@@ -18,6 +18,11 @@ TORCH_LIBRARY(seqloss, m) {
         " -> (Tensor, Tensor)");
   // Viterbi over the CTC lattice: best path score (B,) and the extended-label state s of every frame
   // (B,T) int64 (-1 for t >= T_b or without a path); ext.gather(1, states) is the frame label path.
+  // SSNT forward-backward on gathered scores (seqloss/ssnt.py): token = l_j(i), choose = q_j(i), both (B,J,S).
+  // Returns log P (B,), d log P / d token and d log P / d choose (B,J,S). CPU only; CUDA runs SSNT through
+  // transducer_lattice.
+  m.def("ssnt_lattice(Tensor token, Tensor choose, Tensor source_lengths, Tensor target_lengths)"
+        " -> (Tensor, Tensor, Tensor)");
   m.def("ctc_viterbi(Tensor e, Tensor ext, Tensor target_lengths, Tensor input_lengths, int blank)"
         " -> (Tensor, Tensor)");
 }

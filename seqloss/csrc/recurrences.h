@@ -46,6 +46,8 @@ SEQLOSS_HD float log_(float x) { return ::logf(x); }
 SEQLOSS_HD double log_(double x) { return ::log(x); }
 SEQLOSS_HD float log1p_(float x) { return ::log1pf(x); }
 SEQLOSS_HD double log1p_(double x) { return ::log1p(x); }
+SEQLOSS_HD float expm1_(float x) { return ::expm1f(x); }
+SEQLOSS_HD double expm1_(double x) { return ::expm1(x); }
 
 // NaN and +-inf are not finite (the comparison form works on host and device and vectorises).
 template <typename T>
@@ -151,6 +153,24 @@ SEQLOSS_HD T transducer_viterbi(const TransducerGrid<T>& g, const T* alpha, int6
   const T from_emit = transducer_from_emit(g, alpha, t, u, delta);
   *came_by_emit = from_emit > from_blank ? 1 : 0;
   return from_emit > from_blank ? from_emit : from_blank;
+}
+
+// ----- SSNT on the transducer lattice (t = source frame i, u = target position j) -------------
+// r = log(1 - e^q) for a choose log-prob q <= 0: log(-expm1(q)) above -log 2, log1p(-exp(q)) below
+// (the two forms of seqloss/ssnt.py's _log1mexp).
+template <typename T>
+SEQLOSS_HD T log1mexp(T q) {
+  return q > T(-0.6931471805599453) ? log_(-expm1_(q)) : log1p_(-exp_(q));
+}
+
+// d log P / d q through the shift edge of cell (i, j): -exp(alpha + q + beta(i+1, j) - log P), with the
+// exponent capped at q - r (the shift occupancy is at most 1); 0 where it is not finite.
+template <typename T>
+SEQLOSS_HD T ssnt_shift_grad(T alpha, T q, T r, T beta_next, T total) {
+  const T through = alpha + q + beta_next - total;
+  const T cap = q - r;
+  const T exponent = through < cap ? through : cap;
+  return is_finite(total) && is_finite(exponent) ? -exp_(exponent) : T(0);
 }
 
 // ----- CTC lattice ----------------------------------------------------------------------------

@@ -171,6 +171,13 @@ def test_opcheck_ctc_ops(dtype):
     torch.library.opcheck(torch.ops.seqloss.ctc_viterbi.default, (e.detach(), ext, target_lengths, input_lengths, blank))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_opcheck_ssnt_op(dtype):
+    log_probs, targets, choose, source_lengths, target_lengths = ssnt_batch(4, 3, 4, 6, 3, dtype=dtype)
+    token = log_probs.gather(-1, targets[..., None, None].expand(*targets.shape, log_probs.shape[-2], 1))[..., 0]
+    torch.library.opcheck(torch.ops.seqloss.ssnt_lattice.default, (token, choose, source_lengths, target_lengths))
+
+
 def test_op_autograd_is_the_occupancy():
     blank, emit, frames, labels, _ = _lattice_inputs(torch.float64, False)
     torch.autograd.gradcheck(lambda b, e: torch.ops.seqloss.transducer_lattice(b, e, frames, labels, False)[0],
@@ -198,7 +205,7 @@ def test_fullgraph_compile_traces_the_native_op(name):
         "rnnt": (lambda v: seqloss.rnnt_loss(v, rtg, ll, rtl, blank=0, backend="native"), (logits,),
                  "seqloss.transducer_lattice"),
         "ssnt": (lambda a, b: seqloss.ssnt_loss(a, stg, b, sl, stl, backend="native"), (lp, ch),
-                 "seqloss.transducer_lattice"),
+                 "seqloss.ssnt_lattice"),
     }[name]
     eager = fn(*inputs)
     compiled = torch.compile(fn, fullgraph=True, backend=capture)(*inputs)

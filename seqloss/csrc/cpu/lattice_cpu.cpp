@@ -233,6 +233,84 @@ std::tuple<at::Tensor, at::Tensor> ctc_viterbi_cpu(const at::Tensor& e_in, const
   return {score, states_out};
 }
 
+
+// SSNT forward-backward on gathered scores, one utterance per task: the transducer lattice of
+// seqloss/ssnt.py (blank = shift r_j(i), emit = token + choose, a zero-score final edge) with the
+// chain back to the token and choose log-probs done in the same pass, so that no (B, S, J+1) score
+// or marginal tensor is built. token, choose: (B, J, S); returns log P (B,), d log P / d token and
+// d log P / d choose (B, J, S), zero outside each utterance.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ssnt_lattice_cpu(const at::Tensor& token_in,
+                                                                 const at::Tensor& choose_in,
+                                                                 const at::Tensor& source_lengths_in,
+                                                                 const at::Tensor& target_lengths_in) {
+  TORCH_CHECK(token_in.dim() == 3 && choose_in.sizes() == token_in.sizes(),
+              "token and choose must both be (B,J,S), got ", token_in.sizes(), " and ", choose_in.sizes());
+  TORCH_CHECK(token_in.scalar_type() == choose_in.scalar_type(), "token and choose must have the same dtype");
+  TORCH_CHECK(source_lengths_in.scalar_type() == at::kLong && target_lengths_in.scalar_type() == at::kLong,
+              "lengths must be int64");
+  TORCH_CHECK(source_lengths_in.numel() == token_in.size(0) && target_lengths_in.numel() == token_in.size(0),
+              "one length per utterance");
+  const auto token = token_in.contiguous(), choose = choose_in.contiguous();
+  const auto source_lengths = source_lengths_in.contiguous(), target_lengths = target_lengths_in.contiguous();
+  const int64_t B = token.size(0), J = token.size(1), S = token.size(2);
+  auto log_p = at::empty({B}, token.options());
+  auto grad_token = at::zeros({B, J, S}, token.options());
+  auto grad_choose = at::zeros({B, J, S}, token.options());
+  AT_DISPATCH_FLOATING_TYPES(token.scalar_type(), "ssnt_lattice_cpu", [&] {
+    using T_ = scalar_t;
+    const T_* tp = token.data_ptr<T_>();
+    const T_* cp = choose.data_ptr<T_>();
+    const int64_t* sl = source_lengths.data_ptr<int64_t>();
+    const int64_t* tl = target_lengths.data_ptr<int64_t>();
+    T_* out = log_p.data_ptr<T_>();
+    T_* gt = grad_token.data_ptr<T_>();
+    T_* gc = grad_choose.data_ptr<T_>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T_> blank, emit, alpha, beta;
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t rows = sl[b], labels = tl[b], W = labels + 1;
+        const T_* tok = tp + b * J * S;
+        const T_* cho = cp + b * J * S;
+        blank.assign(rows * W, neg_inf<T_>());
+        emit.resize(rows * labels);
+        alpha.resize((rows + 1) * W);
+        beta.resize((rows + 1) * W);
+        for (int64_t j = 0; j < labels; ++j) {
+          for (int64_t i = 0; i < rows; ++i) {
+            const T_ q = cho[j * S + i];
+            blank[i * W + j] = log1mexp(q);
+            emit[i * labels + j] = tok[j * S + i] + q;
+          }
+        }
+        if (rows > 0) blank[(rows - 1) * W + labels] = T_(0);  // the path ends by emitting on frame S_b - 1
+        const TransducerGrid<T_> g{blank.data(), emit.data(), rows, W};
+        for (int64_t t = 0; t <= rows; ++t) {
+          for (int64_t u = 0; u < W; ++u) alpha[t * W + u] = transducer_alpha(g, alpha.data(), t, u, int64_t(0));
+        }
+        for (int64_t t = rows; t >= 0; --t) {
+          for (int64_t u = W - 1; u >= 0; --u) {
+            beta[t * W + u] = transducer_beta(g, beta.data(), t, u, int64_t(0), rows, labels);
+          }
+        }
+        const T_ total = alpha[rows * W + labels];
+        out[b] = total;
+        T_* gtb = gt + b * J * S;
+        T_* gcb = gc + b * J * S;
+        for (int64_t j = 0; j < labels; ++j) {
+          for (int64_t i = 0; i < rows; ++i) {
+            const T_ a = alpha[i * W + j];
+            const T_ occ_emit = occupancy(a + emit[i * labels + j] + beta[i * W + j + 1], total);
+            const T_ q = cho[j * S + i];
+            gtb[j * S + i] = occ_emit;
+            gcb[j * S + i] = occ_emit + ssnt_shift_grad(a, q, blank[i * W + j], beta[(i + 1) * W + j], total);
+          }
+        }
+      }
+    });
+  });
+  return {log_p, grad_token, grad_choose};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(seqloss, CPU, m) {
@@ -240,6 +318,7 @@ TORCH_LIBRARY_IMPL(seqloss, CPU, m) {
   m.impl("transducer_viterbi", &transducer_viterbi_cpu);
   m.impl("ctc_occupancy", &ctc_occupancy_cpu);
   m.impl("ctc_viterbi", &ctc_viterbi_cpu);
+  m.impl("ssnt_lattice", &ssnt_lattice_cpu);
 }
 
 }  // namespace seqloss
