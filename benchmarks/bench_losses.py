@@ -33,6 +33,8 @@ CASES = {
     "rnnt_small": ("rnnt", dict(B=8, T=200, U=50, V=500), ["torchaudio"]),
     "rnnt_large": ("rnnt", dict(B=4, T=400, U=100, V=1000), ["torchaudio"]),
     "ssnt": ("ssnt", dict(B=8, S=200, J=40, V=500), []),
+    # the same utterances through ssnt_loss_gathered: token scores (B, J, S) instead of (B, J, S, V)
+    "ssnt_gathered": ("ssnt_gathered", dict(B=8, S=200, J=40), []),
 }
 MODES = ("fwd", "fwd+bwd")
 
@@ -56,6 +58,11 @@ def _inputs(loss, shape, torch):
         logits = torch.randn(B, T, U + 1, V, generator=gen).requires_grad_()
         targets = torch.randint(1, V, (B, U), generator=gen, dtype=torch.int32)
         return (logits,), (targets, ragged(B, T, T * 4 // 5).int(), ragged(B, U, U // 2).int())
+    if loss == "ssnt_gathered":
+        B, S, J = shape["B"], shape["S"], shape["J"]
+        token = torch.nn.functional.logsigmoid(torch.randn(B, J, S, generator=gen) - 3).requires_grad_()
+        log_p_choose = torch.nn.functional.logsigmoid(torch.randn(B, J, S, generator=gen)).requires_grad_()
+        return (token, log_p_choose), (ragged(B, S, S * 4 // 5), ragged(B, J, J // 2))
     B, S, J, V = shape["B"], shape["S"], shape["J"], shape["V"]
     log_probs = torch.randn(B, J, S, V, generator=gen).log_softmax(-1).requires_grad_()
     log_p_choose = torch.nn.functional.logsigmoid(torch.randn(B, J, S, generator=gen)).requires_grad_()
@@ -70,6 +77,8 @@ def _loss_fn(loss, impl, torch):
             return lambda lp, tg, il, tl: seqloss.ctc_loss(lp, tg, il, tl, backend=impl)
         if loss == "rnnt":
             return lambda x, tg, ll, tl: seqloss.rnnt_loss(x, tg, ll, tl, blank=0, backend=impl)
+        if loss == "ssnt_gathered":
+            return lambda tok, ch, sl, tl: seqloss.ssnt_loss_gathered(tok, ch, sl, tl, backend=impl)
         return lambda lp, ch, tg, sl, tl: seqloss.ssnt_loss(lp, tg, ch, sl, tl, backend=impl)
     if impl == "torch_ctc":
         return lambda lp, tg, il, tl: torch.nn.functional.ctc_loss(lp, tg, il, tl)

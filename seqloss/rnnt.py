@@ -101,6 +101,23 @@ def _logits_grad_eager(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank,
     return grad.mul_(scale.unsqueeze(1)).to(x2d.dtype)
 
 
+_INPLACE_CHUNK_ELEMENTS = 1 << 22
+
+
+def _logits_grad_into(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused):
+    """:func:`_logits_grad_eager` written over ``x2d`` itself (rows in chunks of about 4 M elements).
+
+    Every chunk's gradient depends only on that chunk's logits, so overwriting them in place is
+    safe; the extra memory is one chunk in the compute dtype instead of a whole (N, V) gradient.
+    """
+    rows = max(1, _INPLACE_CHUNK_ELEMENTS // max(1, x2d.shape[1]))
+    for start in range(0, x2d.shape[0], rows):
+        part = slice(start, start + rows)
+        x2d[part] = _logits_grad_eager(x2d[part], None if lse is None else lse[part], occ_blank[part],
+                                       occ_emit[part], row_targets[part], scale[part], blank, clamp, fused)
+    return x2d
+
+
 def _to_grid(values, layout: _Layout, fill=NEG_INF):
     if layout.dense:
         return values.view(layout.grid)
@@ -147,7 +164,7 @@ def _transducer_nll(logits, targets, logit_lengths, target_lengths, blank, fused
 class _TransducerFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, clamp, fused, one_per_frame,
-                final_blank, backend):
+                final_blank, backend, inplace_grad=False):
         layout = _layout(logits, logit_lengths, target_lengths)
         lse, blank_s, emit_s, row_targets = _lattice_scores(
             _flatten(logits), targets, logit_lengths, target_lengths, blank, fused, one_per_frame and final_blank,
@@ -161,6 +178,7 @@ class _TransducerFunction(torch.autograd.Function):
             saved.append(lse)
         ctx.save_for_backward(*saved)
         ctx.config = (blank, clamp, fused, one_per_frame, final_blank)
+        ctx.inplace_grad = inplace_grad
         return -log_p
 
     @staticmethod
@@ -168,7 +186,7 @@ class _TransducerFunction(torch.autograd.Function):
         logits, targets, logit_lengths, target_lengths, occ_blank, occ_emit, row_targets, row_batch, *lse = \
             ctx.saved_tensors
         blank, clamp, fused, one_per_frame, final_blank = ctx.config
-        none = (None,) * 9
+        none = (None,) * 10
         if torch.is_grad_enabled():
             def nll(x):
                 return _transducer_nll(x, targets, logit_lengths, target_lengths, blank, fused, one_per_frame,
@@ -184,6 +202,11 @@ class _TransducerFunction(torch.autograd.Function):
         else:
             lse = None
         scale = grad_losses.to(_checks.compute_dtype(x2d))[row_batch]
+        if ctx.inplace_grad:
+            # the logits are not needed after this: their storage becomes the gradient
+            # (a second backward through a retained graph then fails autograd's saved-tensor version check)
+            grad = _logits_grad_into(x2d.detach(), lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused)
+            return (grad.view(logits.shape),) + none
         grad = _backend.v_wide(_logits_grad, x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused,
                                eager=_logits_grad_eager)
         return (grad.view(logits.shape),) + none
@@ -225,18 +248,30 @@ def _prepare(logits, targets, logit_lengths, target_lengths, blank, clamp, reduc
     return targets, logit_lengths, target_lengths, blank
 
 
+def _check_inplace(logits, inplace_grad):
+    if not isinstance(inplace_grad, bool):
+        raise TypeError(f"inplace_grad must be a bool, got {type(inplace_grad).__name__}")
+    if inplace_grad and logits.requires_grad and logits.is_leaf:
+        raise ValueError("inplace_grad=True needs logits computed by an operation (e.g. the joiner's output layer), "
+                         "not a leaf tensor: its .grad would share (and the backward pass overwrite) its storage")
+    if inplace_grad and not logits.is_contiguous():
+        raise ValueError("inplace_grad=True needs contiguous logits (the gradient is written over their storage)")
+
+
 def _transducer_loss(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction, fused_log_softmax,
-                     one_per_frame, final_blank, backend):
+                     one_per_frame, final_blank, backend, inplace_grad=False):
     targets, logit_lengths, target_lengths, blank = _prepare(logits, targets, logit_lengths, target_lengths, blank,
                                                              clamp, reduction)
+    _check_inplace(logits, inplace_grad)
     backend = _backend.resolve_backend(backend, logits.device)
     losses = _TransducerFunction.apply(logits, targets, logit_lengths, target_lengths, blank, float(clamp),
-                                       bool(fused_log_softmax), one_per_frame, bool(final_blank), backend)
+                                       bool(fused_log_softmax), one_per_frame, bool(final_blank), backend,
+                                       inplace_grad)
     return _checks.reduce(losses.to(_checks.output_dtype(logits)), reduction)
 
 
 def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1, reduction="mean",
-              fused_log_softmax=True, *, backend=None):
+              fused_log_softmax=True, *, backend=None, inplace_grad=False):
     """RNN-T loss (Graves 2012), a drop-in for ``torchaudio.functional.rnnt_loss``.
 
         alpha(0, 0) = 0
@@ -257,13 +292,18 @@ def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1
         fused_log_softmax: True takes logits; False takes log-probabilities (or any scores).
         backend: "native" (C++/CUDA lattice kernels) | "torch" (pure-PyTorch reference) | None
             (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
+        inplace_grad: opt-in; the backward pass writes the gradient over the logits' own storage
+            (as optimized_transducer does) instead of allocating a second (B, T, U+1, V) tensor.
+            The logits must be the output of an operation whose backward does not need them (the
+            joiner's linear layer), contiguous, and not used after backward. Same numbers.
     """
     return _transducer_loss(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction,
-                            fused_log_softmax, one_per_frame=False, final_blank=True, backend=backend)
+                            fused_log_softmax, one_per_frame=False, final_blank=True, backend=backend,
+                            inplace_grad=inplace_grad)
 
 
 def modified_rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1, reduction="mean",
-                       fused_log_softmax=True, final_blank=True, *, backend=None):
+                       fused_log_softmax=True, final_blank=True, *, backend=None, inplace_grad=False):
     """Modified (one-symbol-per-frame) transducer loss: every frame emits blank or one symbol.
 
         alpha(0, 0) = 0
@@ -275,4 +315,5 @@ def modified_rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1,
     Infeasible utterances give +inf (and zero gradient). Other arguments as :func:`rnnt_loss`.
     """
     return _transducer_loss(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction,
-                            fused_log_softmax, one_per_frame=True, final_blank=final_blank, backend=backend)
+                            fused_log_softmax, one_per_frame=True, final_blank=final_blank, backend=backend,
+                            inplace_grad=inplace_grad)

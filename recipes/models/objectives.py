@@ -90,18 +90,21 @@ class TransducerObjective(Objective):
 
     The joiner's `mode` picks dense logits, packed logits or the fused joiner+loss.
     `clamp > 0` clamps the gradient w.r.t. the logits; `final_blank` is the modified
-    transducer's forced final blank (design 3.4).
+    transducer's forced final blank (design 3.4); `inplace_grad` lets the dense and packed modes
+    write the gradient over the joiner's logits (seqloss's opt-in, one (B,T,U+1,V) buffer less).
     """
 
     requires = ("predictor", "joiner")
 
-    def __init__(self, name: str = "rnnt", blank_id: int = 0, clamp: float = -1.0, final_blank: bool = True) -> None:
+    def __init__(self, name: str = "rnnt", blank_id: int = 0, clamp: float = -1.0, final_blank: bool = True,
+                 inplace_grad: bool = False) -> None:
         super().__init__(blank_id)
         if name not in ("rnnt", "modified_rnnt"):
             raise ValueError(f"TransducerObjective name must be 'rnnt' or 'modified_rnnt', got {name!r}")
         self.name = name
         self.clamp = clamp
         self.loss_kwargs = {"final_blank": final_blank} if name == "modified_rnnt" else {}
+        self.inplace_grad = bool(inplace_grad)
 
     def __call__(self, parts, enc, enc_lengths, targets, target_lengths):
         joiner = parts.joiner
@@ -117,6 +120,8 @@ class TransducerObjective(Objective):
             logits = joiner.packed(enc, pred, enc_lengths, target_lengths)
         else:
             logits = joiner(enc, pred)
+        if self.inplace_grad and logits.requires_grad:
+            kwargs["inplace_grad"] = True
         with _LossTimer(enc.device) as timer:
             loss = _seqloss_fn("rnnt_loss" if self.name == "rnnt" else "modified_rnnt_loss")(
                 logits, targets, enc_lengths, target_lengths, **kwargs)

@@ -41,6 +41,35 @@ def test_fast_dev_run(loss, mode, tiny_data_overrides, tmp_path):
     assert 0.0 <= metrics["test/wer"] and math.isfinite(metrics["val/loss"])
 
 
+@pytest.mark.parametrize("loss,overrides", [
+    ("rnnt", ["model.aux_ctc_weight=0.3", "loss.objective.inplace_grad=true"]),
+    ("modified_rnnt", ["model.aux_ctc_weight=0.5", "model.joiner.mode=packed", "loss.objective.inplace_grad=true"]),
+    ("ssnt", ["model.aux_ctc_weight=0.3"]),
+])
+def test_auxiliary_ctc_and_inplace_gradient(loss, overrides, tiny_data_overrides, tmp_path):
+    cfg = compose_train([f"loss={loss}", "debug=fast_dev_run", *overrides], tmp_path, tiny_data_overrides)
+    metrics, objects = train(cfg)
+    model = objects["model"]
+    assert model.ctc_head is not None and model.aux_ctc_weight > 0
+    assert math.isfinite(metrics["train/aux_ctc_loss"]) and metrics["train/aux_ctc_loss"] > 0
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
+
+
+def test_auxiliary_ctc_weight_checks(tmp_path):
+    import hydra
+    cfg = compose_train(["loss=rnnt"], tmp_path)
+    assert hydra.utils.instantiate(cfg.model).ctc_head is None  # weight 0: the head is not kept
+    with open_dict(cfg):
+        cfg.model.aux_ctc_weight = -0.1
+    with pytest.raises(Exception, match="aux_ctc_weight must be >= 0"):  # Hydra wraps the ValueError
+        hydra.utils.instantiate(cfg.model)
+    with open_dict(cfg):
+        cfg.model.aux_ctc_weight = 0.3
+        cfg.model.ctc_head = None
+    with pytest.raises(Exception, match="needs model.ctc_head"):
+        hydra.utils.instantiate(cfg.model)
+
+
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")))
 def test_experiment_runs(experiment, tiny_data_overrides, tmp_path):
     if "override /tokenizer" in (REPO / "conf" / "experiment" / f"{experiment}.yaml").read_text():
