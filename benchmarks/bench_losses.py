@@ -15,6 +15,9 @@ Modes: ``fwd`` (the loss, inputs requiring grad as in training) and ``fwd+bwd`` 
 gradient w.r.t. every input, via torch.autograd.grad).
 Implementations: seqloss with ``backend="native"`` and ``backend="torch"``, torch's
 ``F.ctc_loss``, torchaudio's ``rnnt_loss``. Ratios are taken between measurements of the same run.
+``ssnt_gathered`` runs the SSNT case's utterances through ``ssnt_loss_gathered`` (no V dimension).
+``--inplace`` adds RNN-T fwd+bwd with the logits made by a joiner output layer
+(``linear(hidden, weight)``), ``inplace_grad=True`` against the default.
 """
 import argparse
 import gc
@@ -37,6 +40,7 @@ CASES = {
     "ssnt_gathered": ("ssnt_gathered", dict(B=8, S=200, J=40), []),
 }
 MODES = ("fwd", "fwd+bwd")
+JOINER_HIDDEN = 64  # hidden size of the joiner output layer in the --inplace comparison
 
 
 def _inputs(loss, shape, torch):
@@ -71,6 +75,12 @@ def _inputs(loss, shape, torch):
 
 
 def _loss_fn(loss, impl, torch):
+    if impl in ("native_from_op", "native_inplace"):
+        # logits from a joiner's output layer: linear(hidden (B, T, U+1, H), weight (V, H))
+        import seqloss
+        inplace = impl == "native_inplace"
+        return lambda h, w, tg, ll, tl: seqloss.rnnt_loss(torch.nn.functional.linear(h, w), tg, ll, tl, blank=0,
+                                                          backend="native", inplace_grad=inplace)
     if impl in ("native", "torch"):
         import seqloss
         if loss == "ctc":
@@ -98,6 +108,11 @@ def worker(case, impl, mode, threads):
     torch.set_num_threads(threads)
     loss, shape, _ = CASES[case]
     leaves, rest = _inputs(loss, shape, torch)
+    if impl in ("native_from_op", "native_inplace"):
+        gen = torch.Generator().manual_seed(1)
+        hidden = torch.randn(*leaves[0].shape[:-1], JOINER_HIDDEN, generator=gen).requires_grad_()
+        weight = (torch.randn(leaves[0].shape[-1], JOINER_HIDDEN, generator=gen) / JOINER_HIDDEN ** 0.5)
+        leaves = (hidden, weight.requires_grad_())
     fn = _loss_fn(loss, impl, torch)
 
     def call():
@@ -106,7 +121,7 @@ def worker(case, impl, mode, threads):
             return value
         return torch.autograd.grad(value, leaves)
 
-    for _ in range(2 if impl in ("native", "torch") else 1):  # seqloss compiles its V-wide stages on first use
+    for _ in range(1 if impl in ("torch_ctc", "torchaudio") else 2):  # seqloss compiles its V-wide stages on first use
         call()
     times = []
     while len(times) < 3 or (sum(times) < 2.0 and len(times) < 15):
@@ -137,6 +152,8 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--scaling", action="store_true",
                         help="also time the native RNN-T and CTC fwd+bwd with 2 threads")
+    parser.add_argument("--inplace", action="store_true",
+                        help="also compare rnnt_loss(inplace_grad=True) with the default, logits from an op")
     parser.add_argument("--worker", nargs=3, metavar=("CASE", "IMPL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -167,6 +184,16 @@ def main():
             one, two = measure(case, "native", "fwd+bwd", 1), measure(case, "native", "fwd+bwd", 2)
             rows.append(f"| {case} native fwd+bwd, 1 vs 2 threads | | {one['time_s'] * 1e3:.1f} ms / "
                         f"{two['time_s'] * 1e3:.1f} ms = **{one['time_s'] / two['time_s']:.2f}x** speed-up | | | |")
+    if args.inplace:
+        for case in ("rnnt_small", "rnnt_large"):
+            default, inplace = (measure(case, impl, "fwd+bwd", args.threads) for impl in ("native_from_op",
+                                                                                          "native_inplace"))
+            rows.append(f"| {case} fwd+bwd, logits = linear(hidden H={JOINER_HIDDEN}, weight): inplace_grad=True / "
+                        f"default | | | | "
+                        f"{inplace['time_s'] * 1e3:.1f} / {default['time_s'] * 1e3:.1f} = "
+                        f"**{inplace['time_s'] / default['time_s']:.3f}** | {inplace['peak_extra_mb']:.0f} / "
+                        f"{default['peak_extra_mb']:.0f} = "
+                        f"**{inplace['peak_extra_mb'] / max(default['peak_extra_mb'], 1e-9):.2f}** |")
     print(f"\nthreads={args.threads}; ratios are seqloss native / reference (time: lower is faster)\n")
     print("| case | reference | fwd time ms (native / ref = ratio) | fwd peak extra MB | "
           "fwd+bwd time ms | fwd+bwd peak extra MB |")
