@@ -11,11 +11,11 @@ from recipe_cfg import CONF, compose_train
 from recipes.utils import instantiate_callbacks, instantiate_loggers
 
 LOSSES = ["ctc", "rnnt", "modified_rnnt", "ssnt"]
-HEADS = {  # which components each loss builds
+HEADS = {  # which components each loss builds (the transducers keep a CTC head for the auxiliary loss)
     "ctc": {"ctc_head"},
-    "rnnt": {"predictor", "joiner"},
-    "modified_rnnt": {"predictor", "joiner"},
-    "ssnt": {"predictor", "joiner", "choose_head"},
+    "rnnt": {"predictor", "joiner", "ctc_head"},
+    "modified_rnnt": {"predictor", "joiner", "ctc_head"},
+    "ssnt": {"predictor", "joiner", "choose_head", "ctc_head"},
 }
 
 

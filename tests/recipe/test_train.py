@@ -57,7 +57,7 @@ def test_auxiliary_ctc_and_inplace_gradient(loss, overrides, tiny_data_overrides
 
 def test_auxiliary_ctc_weight_checks(tmp_path):
     import hydra
-    cfg = compose_train(["loss=rnnt"], tmp_path)
+    cfg = compose_train(["loss=rnnt", "model.aux_ctc_weight=0"], tmp_path)
     assert hydra.utils.instantiate(cfg.model).ctc_head is None  # weight 0: the head is not kept
     with open_dict(cfg):
         cfg.model.aux_ctc_weight = -0.1
