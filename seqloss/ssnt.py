@@ -126,6 +126,21 @@ class _SSNTFunction(torch.autograd.Function):
         return grad_token * scale, grad_choose * scale, None, None, None
 
 
+def _check_lengths(name, scores, frames_dim, source_lengths, target_lengths, packed):
+    """Lengths against padded (B, J, S, ...) or packed (sum_b J_b, S, ...) scores; S is dim `frames_dim`."""
+    batch = source_lengths.shape[0] if packed else scores.shape[0]
+    _checks.check_batch("source_lengths" if packed else name, batch)
+    _checks.check_lengths("source_lengths", source_lengths, batch, scores.shape[frames_dim],
+                          f"{name}.shape[{frames_dim}]")
+    if packed:
+        _checks.check_lengths("target_lengths", target_lengths, batch, None, "")
+        if not _checks.tracing() and int(target_lengths.sum()) != scores.shape[0]:
+            raise ValueError(f"packed {name} must have sum(target_lengths) = {int(target_lengths.sum())} rows, "
+                             f"got {scores.shape[0]}")
+    else:
+        _checks.check_lengths("target_lengths", target_lengths, batch, scores.shape[1], f"{name}.shape[1]")
+
+
 def _prepare(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction):
     _checks.check_reduction(reduction)
     _checks.check_scores("log_probs", log_probs, (3, 4))
@@ -135,24 +150,17 @@ def _prepare(log_probs, targets, log_p_choose, source_lengths, target_lengths, r
     targets = _checks.as_index_tensor("targets", targets, device)
     source_lengths = _checks.as_index_tensor("source_lengths", source_lengths, device)
     target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
-    num_classes, num_frames = log_probs.shape[-1], log_probs.shape[-2]
+    num_classes = log_probs.shape[-1]
     if log_p_choose.shape != log_probs.shape[:-1]:
         raise ValueError(f"log_p_choose must have shape {tuple(log_probs.shape[:-1])} (log_probs without V), "
                          f"got {tuple(log_p_choose.shape)}")
     if targets.shape != log_probs.shape[:-2]:
         raise ValueError(f"targets must have shape {tuple(log_probs.shape[:-2])} "
                          f"({'sum_b J_b' if packed else '(B, J)'} from log_probs), got {tuple(targets.shape)}")
-    batch = source_lengths.shape[0] if packed else log_probs.shape[0]
-    _checks.check_batch("source_lengths" if packed else "log_probs", batch)
-    _checks.check_lengths("source_lengths", source_lengths, batch, num_frames, "log_probs.shape[-2]")
+    _check_lengths("log_probs", log_probs, log_probs.dim() - 2, source_lengths, target_lengths, packed)
     if packed:
-        _checks.check_lengths("target_lengths", target_lengths, batch, None, "")
-        if not _checks.tracing() and int(target_lengths.sum()) != log_probs.shape[0]:
-            raise ValueError(f"packed log_probs must have sum(target_lengths) = {int(target_lengths.sum())} rows, "
-                             f"got {log_probs.shape[0]}")
         _checks.check_target_values(targets.unsqueeze(0), target_lengths.sum().view(1), num_classes, None)
     else:
-        _checks.check_lengths("target_lengths", target_lengths, batch, log_probs.shape[1], "log_probs.shape[1]")
         _checks.check_target_values(targets, target_lengths, num_classes, None)
         valid = torch.arange(targets.shape[1], device=device) < target_lengths.unsqueeze(1)
         targets = torch.where(valid, targets, 0)
@@ -213,18 +221,8 @@ def ssnt_loss_gathered(token_log_probs, log_p_choose, source_lengths, target_len
     device = token_log_probs.device
     source_lengths = _checks.as_index_tensor("source_lengths", source_lengths, device)
     target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
-    num_frames = token_log_probs.shape[-1]
-    batch = source_lengths.shape[0] if packed else token_log_probs.shape[0]
-    _checks.check_batch("source_lengths" if packed else "token_log_probs", batch)
-    _checks.check_lengths("source_lengths", source_lengths, batch, num_frames, "token_log_probs.shape[-1]")
-    if packed:
-        _checks.check_lengths("target_lengths", target_lengths, batch, None, "")
-        if not _checks.tracing() and int(target_lengths.sum()) != token_log_probs.shape[0]:
-            raise ValueError(f"packed token_log_probs must have sum(target_lengths) = {int(target_lengths.sum())} "
-                             f"rows, got {token_log_probs.shape[0]}")
-    else:
-        _checks.check_lengths("target_lengths", target_lengths, batch, token_log_probs.shape[1],
-                              "token_log_probs.shape[1]")
+    _check_lengths("token_log_probs", token_log_probs, token_log_probs.dim() - 1, source_lengths, target_lengths,
+                   packed)
     backend = _backend.resolve_backend(backend, device)
     token, choose = _padded_scores(token_log_probs, log_p_choose, target_lengths, packed)
     losses = _SSNTFunction.apply(token, choose, source_lengths, target_lengths, backend)
