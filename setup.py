@@ -24,7 +24,8 @@ def native_extensions():
         print("[seqloss] torch is not importable at build time: installing without native kernels", file=sys.stderr)
         return {}
     extensions = [CppExtension(
-        "seqloss._C", [f"{CSRC}/ops.cpp", f"{CSRC}/cpu/lattice_cpu.cpp", f"{CSRC}/cpu/ctc_avx2.cpp"],
+        "seqloss._C", [f"{CSRC}/ops.cpp", f"{CSRC}/cpu/lattice_cpu.cpp", f"{CSRC}/cpu/ctc_avx2.cpp",
+                       f"{CSRC}/cpu/ssnt_avx2.cpp"],
         extra_compile_args={"cxx": ["-O3", "-fopenmp"]}, extra_link_args=["-fopenmp"])]
     if os.environ.get("SEQLOSS_BUILD_CUDA") == "1":
         extensions.append(CUDAExtension(

@@ -157,20 +157,20 @@ SEQLOSS_HD T transducer_viterbi(const TransducerGrid<T>& g, const T* alpha, int6
 
 // ----- SSNT on the transducer lattice (t = source frame i, u = target position j) -------------
 // r = log(1 - e^q) for a choose log-prob q <= 0: log(-expm1(q)) above -log 2, log1p(-exp(q)) below
-// (the two forms of seqloss/ssnt.py's _log1mexp).
-template <typename T>
-SEQLOSS_HD T log1mexp(T q) {
-  return q > T(-0.6931471805599453) ? log_(-expm1_(q)) : log1p_(-exp_(q));
+// (the two forms of seqloss/ssnt.py's _log1mexp). Scalars take one branch; vectors compute both.
+SEQLOSS_HD float log1mexp(float q) { return q > -0.6931471805599453f ? log_(-expm1_(q)) : log1p_(-exp_(q)); }
+SEQLOSS_HD double log1mexp(double q) { return q > -0.6931471805599453 ? log_(-expm1_(q)) : log1p_(-exp_(q)); }
+template <typename V>
+SEQLOSS_HD V log1mexp(V q) {
+  return vselect(q > V(-0.6931471805599453), vlog(V(0) - vexpm1(q)), vlog1p(V(0) - vexp(q)));
 }
 
 // d log P / d q through the shift edge of cell (i, j): -exp(alpha + q + beta(i+1, j) - log P), with the
 // exponent capped at q - r (the shift occupancy is at most 1); 0 where it is not finite.
-template <typename T>
-SEQLOSS_HD T ssnt_shift_grad(T alpha, T q, T r, T beta_next, T total) {
-  const T through = alpha + q + beta_next - total;
-  const T cap = q - r;
-  const T exponent = through < cap ? through : cap;
-  return is_finite(total) && is_finite(exponent) ? -exp_(exponent) : T(0);
+template <typename V>
+SEQLOSS_HD V ssnt_shift_grad(V alpha, V q, V r, V beta_next, V total) {
+  const V exponent = vmin(alpha + q + beta_next - total, q - r);
+  return vselect(finite_mask(total) & finite_mask(exponent), V(0) - vexp(exponent), V(0));
 }
 
 // ----- CTC lattice ----------------------------------------------------------------------------

@@ -312,3 +312,36 @@ def test_compiled_v_wide_stages_equal_eager(monkeypatch):
             results[mode] = (loss.detach(), torch.autograd.grad(loss, v)[0])
     torch.testing.assert_close(results["1"][0], results["0"][0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(results["1"][1], results["0"][1], rtol=1e-6, atol=1e-6)
+
+
+SCALAR_CHECK = """
+import torch, seqloss
+from helpers import ctc_batch, ssnt_batch
+for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-5)):
+    x, tg, il, tl = ctc_batch(3, 30, 4, 12, 9, dtype=dtype)
+    lp, stg, ch, sl, stl = ssnt_batch(4, 3, 11, 21, 5, dtype=dtype)
+    for fn, inputs in ((lambda v: seqloss.ctc_loss(v, tg, il, tl, reduction="sum", backend=BACKEND), (x,)),
+                       (lambda a, c: seqloss.ssnt_loss(a, stg, c, sl, stl, reduction="sum", backend=BACKEND), (lp, ch))):
+        results = []
+        for BACKEND in ("torch", "native"):
+            leaves = [t.clone().requires_grad_() for t in inputs]
+            loss = fn(*leaves)
+            results.append([loss, *torch.autograd.grad(loss, leaves)])
+        for got, expected in zip(results[1], results[0]):
+            torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not _ops.CPU_AVAILABLE, reason="native kernels not built")
+def test_scalar_kernels_without_avx2():
+    """SEQLOSS_DISABLE_AVX2=1 runs the scalar CTC and SSNT kernels (the AVX2 ones are the default here)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = dict(os.environ, SEQLOSS_DISABLE_AVX2="1", OMP_NUM_THREADS="1")
+    here = Path(__file__).parent
+    result = subprocess.run([sys.executable, "-c", SCALAR_CHECK], cwd=here, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 
 #include "kernels.h"
@@ -101,7 +102,15 @@ double ctc_occupancy_utterance_avx2(const double* e, const int64_t* lab, int64_t
 #pragma GCC pop_options
 
 namespace seqloss {
-bool cpu_has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+// SEQLOSS_DISABLE_AVX2=1 forces the scalar kernels (read once; the tests use it to cover them).
+bool cpu_has_avx2() {
+  static const bool use = [] {
+    const char* off = std::getenv("SEQLOSS_DISABLE_AVX2");
+    const bool disabled = off != nullptr && off[0] != '\0' && off[0] != '0';
+    return !disabled && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return use;
+}
 }  // namespace seqloss
 
 #else

@@ -265,8 +265,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssnt_lattice_cpu(const at::Tensor
     T_* out = log_p.data_ptr<T_>();
     T_* gt = grad_token.data_ptr<T_>();
     T_* gc = grad_choose.data_ptr<T_>();
+    const bool avx2 = cpu_has_avx2();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T_> blank, emit, alpha, beta;
+      std::vector<T_> blank, emit, q_by_frame, alpha, beta;
       for (int64_t b = begin; b < end; ++b) {
         const int64_t rows = sl[b], labels = tl[b], W = labels + 1;
         const T_* tok = tp + b * J * S;
@@ -275,11 +276,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssnt_lattice_cpu(const at::Tensor
         emit.resize(rows * labels);
         alpha.resize((rows + 1) * W);
         beta.resize((rows + 1) * W);
-        for (int64_t j = 0; j < labels; ++j) {
-          for (int64_t i = 0; i < rows; ++i) {
-            const T_ q = cho[j * S + i];
-            blank[i * W + j] = log1mexp(q);
-            emit[i * labels + j] = tok[j * S + i] + q;
+        if (avx2) {
+          q_by_frame.resize(rows * labels);
+          ssnt_scores_avx2(tok, cho, S, rows, labels, blank.data(), emit.data(), q_by_frame.data());
+        } else {
+          for (int64_t j = 0; j < labels; ++j) {
+            for (int64_t i = 0; i < rows; ++i) {
+              const T_ q = cho[j * S + i];
+              blank[i * W + j] = log1mexp(q);
+              emit[i * labels + j] = tok[j * S + i] + q;
+            }
           }
         }
         if (rows > 0) blank[(rows - 1) * W + labels] = T_(0);  // the path ends by emitting on frame S_b - 1
@@ -296,6 +302,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssnt_lattice_cpu(const at::Tensor
         out[b] = total;
         T_* gtb = gt + b * J * S;
         T_* gcb = gc + b * J * S;
+        if (avx2) {
+          ssnt_grads_avx2(alpha.data(), beta.data(), blank.data(), emit.data(), q_by_frame.data(), total, S, rows,
+                          labels, gtb, gcb);
+          continue;
+        }
         for (int64_t j = 0; j < labels; ++j) {
           for (int64_t i = 0; i < rows; ++i) {
             const T_ a = alpha[i * W + j];

@@ -11,6 +11,10 @@ __m256 Sleef_expf8_u10(__m256);
 __m256 Sleef_logf8_u10(__m256);
 __m256d Sleef_expd4_u10(__m256d);
 __m256d Sleef_logd4_u10(__m256d);
+__m256 Sleef_expm1f8_u10(__m256);
+__m256 Sleef_log1pf8_u10(__m256);
+__m256d Sleef_expm1d4_u10(__m256d);
+__m256d Sleef_log1pd4_u10(__m256d);
 }
 
 namespace seqloss {
@@ -29,6 +33,8 @@ struct Vec<float> {
   static Vec blendv(Vec a, Vec b, Vec mask) { return Vec(_mm256_blendv_ps(a.v, b.v, mask.v)); }
   Vec exp() const { return Vec(Sleef_expf8_u10(v)); }
   Vec log() const { return Vec(Sleef_logf8_u10(v)); }
+  Vec expm1() const { return Vec(Sleef_expm1f8_u10(v)); }
+  Vec log1p() const { return Vec(Sleef_log1pf8_u10(v)); }
 };
 
 template <>
@@ -42,6 +48,8 @@ struct Vec<double> {
   static Vec blendv(Vec a, Vec b, Vec mask) { return Vec(_mm256_blendv_pd(a.v, b.v, mask.v)); }
   Vec exp() const { return Vec(Sleef_expd4_u10(v)); }
   Vec log() const { return Vec(Sleef_logd4_u10(v)); }
+  Vec expm1() const { return Vec(Sleef_expm1d4_u10(v)); }
+  Vec log1p() const { return Vec(Sleef_log1pd4_u10(v)); }
 };
 
 inline Vec<float> operator+(Vec<float> a, Vec<float> b) { return Vec<float>(_mm256_add_ps(a.v, b.v)); }
@@ -71,5 +79,9 @@ template <typename T>
 inline Vec<T> vexp(Vec<T> x) { return x.exp(); }
 template <typename T>
 inline Vec<T> vlog(Vec<T> x) { return x.log(); }
+template <typename T>
+inline Vec<T> vexpm1(Vec<T> x) { return x.expm1(); }
+template <typename T>
+inline Vec<T> vlog1p(Vec<T> x) { return x.log1p(); }
 
 }  // namespace seqloss
