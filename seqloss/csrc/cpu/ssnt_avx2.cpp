@@ -15,12 +15,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
-#include <immintrin.h>
-
-namespace seqloss_avx2 {
-#include "vec_ops.h"
-#include "../recurrences.h"
-}  // namespace seqloss_avx2
+#include "avx2_recurrences.h"
 
 namespace seqloss_avx2 {
 namespace seqloss {
