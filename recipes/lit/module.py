@@ -80,9 +80,9 @@ class ASRLitModule(L.LightningModule):
 
     def loss_per_utterance(self, batch: dict) -> torch.Tensor:
         """−log P(y | x) for each utterance of the batch, (B,)."""
-        return self._losses(batch)[0]
+        return self.losses(batch)[0]
 
-    def _losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The objective's −log P(y | x) (B,) and, with `aux_ctc_weight` > 0, the auxiliary CTC loss (B,)."""
         enc, enc_lengths = self.encode(batch["features"], batch["feature_lengths"])
         nll = self.objective(self, enc, enc_lengths, batch["targets"], batch["target_lengths"])
@@ -115,7 +115,7 @@ class ASRLitModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         self._batch = batch  # for the out-of-memory message of backward
         try:
-            nll, aux = self._losses(batch)
+            nll, aux = self.losses(batch)
             loss = nll.mean()
             total = loss if aux is None else loss + self.aux_ctc_weight * aux.mean()
         except torch.OutOfMemoryError as error:

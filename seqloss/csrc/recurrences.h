@@ -94,6 +94,14 @@ SEQLOSS_HD V occupancy(V numerator, V total) {
   return vselect(finite_mask(total) & finite_mask(numerator), vexp(exponent), V(0));
 }
 
+// log_add on SIMD vectors (the scalar log_add above, lane by lane: the same max/min and formula).
+template <typename V>
+SEQLOSS_HD V vlog_add(V a, V b) {
+  const V high = vmax(a, b);
+  const V low = vmin(a, b);
+  return vselect(finite_mask(high), high + vlog1p(vexp(low - high)), high);
+}
+
 // One CTC cell, alpha or beta: e + LSE(stay, step, skip) (skip = -inf where the jump is not allowed).
 template <typename V>
 SEQLOSS_HD V ctc_cell(V e, V stay, V step, V skip) {

@@ -186,7 +186,7 @@ def test_out_of_memory_names_batch_and_max_duration(monkeypatch):
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(module, "loss_per_utterance", no_memory)
+    monkeypatch.setattr(module, "losses", no_memory)
     with pytest.raises(BatchOutOfMemoryError, match=r"features \(3, 64, 80\).*max_duration="):
         module.training_step(_batch(), 0)
 

@@ -161,18 +161,18 @@ def test_wandb_and_csv_hold_perf_metrics(tiny_data_overrides, tmp_path):
 def test_non_finite_batches_are_skipped(tiny_data_overrides, tmp_path, monkeypatch):
     from recipes.lit.module import ASRLitModule
 
-    original = ASRLitModule.loss_per_utterance
+    original = ASRLitModule.losses
     calls = {"train": 0}
 
     def poisoned(self, batch):
-        loss = original(self, batch)
+        loss, aux = original(self, batch)
         if self.training:
             calls["train"] += 1
             if calls["train"] == 2:
-                return loss * float("nan")
-        return loss
+                return loss * float("nan"), aux
+        return loss, aux
 
-    monkeypatch.setattr(ASRLitModule, "loss_per_utterance", poisoned)
+    monkeypatch.setattr(ASRLitModule, "losses", poisoned)
     cfg = compose_train(["loss=rnnt", "logger=none", "test=false", "trainer.max_steps=4", "trainer.max_epochs=-1",
                          "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"], tmp_path, tiny_data_overrides)
     metrics, objects = train(cfg)

@@ -17,18 +17,12 @@ double ctc_occupancy_utterance_avx2(const double* e, const int64_t* lab, int64_t
                                     double* work);
 bool cpu_has_avx2();
 
-// The fused SSNT kernel's vectorised loops for one utterance (cpu/ssnt_avx2.cpp; layouts there):
-// lattice scores blank = log(1 - e^q), emit = token + q and q frame-major from the (J, S) token and
-// choose rows; and the gradients d log P / d token, d log P / d choose from alpha and beta.
-void ssnt_scores_avx2(const float* tok, const float* cho, int64_t stride, int64_t rows, int64_t labels,
-                      float* blank, float* emit, float* q_by_frame);
-void ssnt_scores_avx2(const double* tok, const double* cho, int64_t stride, int64_t rows, int64_t labels,
-                      double* blank, double* emit, double* q_by_frame);
-void ssnt_grads_avx2(const float* alpha, const float* beta, const float* blank, const float* emit,
-                     const float* q_by_frame, float total, int64_t stride, int64_t rows, int64_t labels,
-                     float* grad_token, float* grad_choose);
-void ssnt_grads_avx2(const double* alpha, const double* beta, const double* blank, const double* emit,
-                     const double* q_by_frame, double total, int64_t stride, int64_t rows, int64_t labels,
-                     double* grad_token, double* grad_choose);
+// The fused SSNT kernel of one utterance (S_b = rows, J_b = labels) vectorised along the lattice's
+// anti-diagonals (cpu/ssnt_avx2.cpp): reads the (J, S) token and choose rows (row stride `stride`),
+// writes d log P / d token and d log P / d choose for its valid cells, returns log P.
+float ssnt_utterance_avx2(const float* tok, const float* cho, int64_t stride, int64_t rows, int64_t labels,
+                          float* grad_token, float* grad_choose);
+double ssnt_utterance_avx2(const double* tok, const double* cho, int64_t stride, int64_t rows, int64_t labels,
+                           double* grad_token, double* grad_choose);
 
 }  // namespace seqloss

@@ -267,25 +267,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssnt_lattice_cpu(const at::Tensor
     T_* gc = grad_choose.data_ptr<T_>();
     const bool avx2 = cpu_has_avx2();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T_> blank, emit, q_by_frame, alpha, beta;
+      std::vector<T_> blank, emit, alpha, beta;
       for (int64_t b = begin; b < end; ++b) {
         const int64_t rows = sl[b], labels = tl[b], W = labels + 1;
         const T_* tok = tp + b * J * S;
         const T_* cho = cp + b * J * S;
+        T_* gtb = gt + b * J * S;
+        T_* gcb = gc + b * J * S;
+        if (avx2) {
+          out[b] = ssnt_utterance_avx2(tok, cho, S, rows, labels, gtb, gcb);
+          continue;
+        }
         blank.assign(rows * W, neg_inf<T_>());
         emit.resize(rows * labels);
         alpha.resize((rows + 1) * W);
         beta.resize((rows + 1) * W);
-        if (avx2) {
-          q_by_frame.resize(rows * labels);
-          ssnt_scores_avx2(tok, cho, S, rows, labels, blank.data(), emit.data(), q_by_frame.data());
-        } else {
-          for (int64_t j = 0; j < labels; ++j) {
-            for (int64_t i = 0; i < rows; ++i) {
-              const T_ q = cho[j * S + i];
-              blank[i * W + j] = log1mexp(q);
-              emit[i * labels + j] = tok[j * S + i] + q;
-            }
+        for (int64_t j = 0; j < labels; ++j) {
+          for (int64_t i = 0; i < rows; ++i) {
+            const T_ q = cho[j * S + i];
+            blank[i * W + j] = log1mexp(q);
+            emit[i * labels + j] = tok[j * S + i] + q;
           }
         }
         if (rows > 0) blank[(rows - 1) * W + labels] = T_(0);  // the path ends by emitting on frame S_b - 1
@@ -300,13 +301,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssnt_lattice_cpu(const at::Tensor
         }
         const T_ total = alpha[rows * W + labels];
         out[b] = total;
-        T_* gtb = gt + b * J * S;
-        T_* gcb = gc + b * J * S;
-        if (avx2) {
-          ssnt_grads_avx2(alpha.data(), beta.data(), blank.data(), emit.data(), q_by_frame.data(), total, S, rows,
-                          labels, gtb, gcb);
-          continue;
-        }
         for (int64_t j = 0; j < labels; ++j) {
           for (int64_t i = 0; i < rows; ++i) {
             const T_ a = alpha[i * W + j];
