@@ -42,6 +42,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fits (and tests) the configured model; returns (metrics, objects)."""
     if cfg.get("num_threads"):
         torch.set_num_threads(cfg.num_threads)
+    torch.set_flush_denormal(bool(cfg.get("flush_denormal", False)))
 
     log.info(f"data <{cfg.data._target_}>")
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
