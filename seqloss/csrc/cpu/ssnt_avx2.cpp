@@ -43,7 +43,7 @@ T utterance(const T* tok, const T* cho, int64_t stride, int64_t rows, int64_t la
   const T ninf = neg_inf<T>();
   auto at = [P](int64_t n, int64_t u) { return n * P + u + 1; };
   std::vector<T> blank(D * P, ninf), emit(D * P, ninf), q(D * P, ninf), alpha(D * P, ninf), beta(D * P, ninf);
-  // scores: blank = shift r = log(1 - e^q), emit = token + q (scalar: the strided reads dominate nothing here)
+  // scores: blank = shift r = log(1 - e^q), emit = token + q; vectors along each (J, S) row, stored by diagonal
   T r_lanes[L], e_lanes[L];
   for (int64_t j = 0; j < labels; ++j) {
     const T* t_row = tok + j * stride;
@@ -82,7 +82,7 @@ T utterance(const T* tok, const T* cho, int64_t stride, int64_t rows, int64_t la
     }
     for (; u <= hi; ++u) out[u] = log_add(a0[u] + b0[u], a0[u - 1] + e0[u - 1]);
   }
-  const T total = rows + labels < D ? alpha[at(rows + labels, labels)] : ninf;
+  const T total = alpha[at(rows + labels, labels)];
   // beta(t, u) = log_add(blank(t, u) + beta(t+1, u), emit(t, u) + beta(t, u+1)), beta(S_b, J_b) = 0
   for (int64_t n = rows + labels; n >= 0; --n) {
     const int64_t lo = std::max<int64_t>(0, n - rows), hi = std::min<int64_t>(W - 1, n);
