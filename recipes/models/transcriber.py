@@ -52,7 +52,38 @@ class LSTMTranscriber(nn.Module):
             raise ValueError(f"features have {t} frames, fewer than the stacking factor {self.stack}")
         stacked = features[:, : t_out * self.stack].reshape(b, t_out, d * self.stack)
         lengths = self.output_lengths(feature_lengths).clamp(min=1)
-        packed = nn.utils.rnn.pack_padded_sequence(stacked, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=t_out)
+        out = self._run_lstm(stacked, lengths)
+        valid = torch.arange(t_out, device=features.device)[None, :] < lengths.to(features.device)[:, None]
+        out = out * valid[:, :, None].to(out.dtype)  # padding frames read as zeros, as a packed LSTM leaves them
         return self.output(self.dropout(out)), lengths
+
+    def _run_lstm(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The LSTM stack over right-padded `x` (B, T', D), exact at every valid frame t < lengths[b].
+
+        A forward-in-time direction over right-padded input never sees the padding before a valid
+        frame, so it runs on the padded batch as it is. The backward-in-time direction runs over each
+        utterance reversed within its own length (x_rev[b, t] = x[b, L_b - 1 - t] for t < L_b), and its
+        outputs are put back in order by the same permutation. This gives the packed-sequence result
+        without packing: a padded LSTM is about twice as fast on the CPU (RESULTS.md).
+        """
+        lstm = self.lstm
+        if not lstm.bidirectional:
+            return lstm(x)[0]
+        b, t, _ = x.shape
+        steps = torch.arange(t, device=x.device)[None, :]
+        ends = lengths.to(x.device)[:, None]
+        reverse = torch.where(steps < ends, ends - 1 - steps, steps)[:, :, None]  # (B, T', 1), an involution
+        zeros = x.new_zeros(1, b, lstm.hidden_size)
+        state = (zeros, zeros)
+        out = x
+        for layer in range(lstm.num_layers):
+            if layer > 0 and lstm.dropout > 0:
+                out = nn.functional.dropout(out, lstm.dropout, self.training)
+            directions = []
+            for suffix in ("", "_reverse"):
+                weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                inputs = out if not suffix else out.gather(1, reverse.expand(-1, -1, out.shape[2]))
+                result = torch.lstm(inputs, state, weights, True, 1, 0.0, self.training, False, True)[0]
+                directions.append(result if not suffix else result.gather(1, reverse.expand(-1, -1, result.shape[2])))
+            out = torch.cat(directions, dim=2)
+        return out

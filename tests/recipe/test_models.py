@@ -3,6 +3,7 @@ import lightning as L
 import pytest
 import torch
 import torchaudio
+from torch import nn
 
 import seqloss
 from recipes.decoding.greedy import GreedyDecoder, ctc_greedy, ssnt_greedy, transducer_greedy
@@ -59,6 +60,26 @@ def test_transcriber_subsamples_and_ignores_padding():
     assert lengths.tolist() == [16, 12, 10]
     alone, _ = model(batch["features"][1:2, :51], batch["feature_lengths"][1:2])
     torch.testing.assert_close(enc[1, :12], alone[0, :12])
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_transcriber_lstm_matches_packed_sequence(bidirectional):
+    """The padded LSTM with per-utterance reversal gives the packed-sequence outputs and gradients."""
+    torch.manual_seed(0)
+    model = LSTMTranscriber(8, 2, 12, 3, bidirectional, 0.0, E).double()
+    features = torch.randn(4, 22, 8, dtype=torch.float64, requires_grad=True)
+    feature_lengths = torch.tensor([22, 9, 17, 2])
+    enc, lengths = model(features, feature_lengths)
+    stacked = features.reshape(4, 11, 16)
+    packed = nn.utils.rnn.pack_padded_sequence(stacked, lengths, batch_first=True, enforce_sorted=False)
+    reference, _ = nn.utils.rnn.pad_packed_sequence(model.lstm(packed)[0], batch_first=True, total_length=11)
+    reference = model.output(reference)
+    torch.testing.assert_close(enc, reference)
+    weights = torch.randn_like(enc)
+    grads = torch.autograd.grad((enc * weights).sum(), [features, *model.lstm.parameters()])
+    ref_grads = torch.autograd.grad((reference * weights).sum(), [features, *model.lstm.parameters()])
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
 
 
 def test_predictor_step_matches_sequence():
