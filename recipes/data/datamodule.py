@@ -47,7 +47,10 @@ class ASRDataModule(lightning.LightningDataModule):
 
     ``prepare_data`` (one process per node) makes the corpus, its manifests, the tokenizer and the
     global CMVN statistics (``<cache_dir>/cmvn_fbank<bins>.pt``, estimated on up to
-    ``cmvn_max_utts`` training utterances); ``setup`` loads them on every process. Then
+    ``cmvn_max_utts`` training utterances); ``setup`` loads them on every process
+(``utterance_mean_norm`` also subtracts each utterance's own mean after them;
+``cache_features`` keeps the features of every utterance read without speed perturbation in
+memory, for corpora that fit). Then
     ``tokenizer``, ``feature_dim``, ``train_dataloader`` (train), ``val_dataloader`` (dev) and
     ``test_dataloader`` (test) are available; ``vocab_size`` is ``tokenizer.vocab_size``.
 
@@ -74,7 +77,8 @@ class ASRDataModule(lightning.LightningDataModule):
                  subsampling_factor: int = 4, num_mel_bins: int = 80,
                  speed_factors: Sequence[float] = (1.0,), spec_augment: SpecAugment | None = None,
                  max_utt_duration: float | None = None, skip_bad_audio: bool = False,
-                 cmvn_max_utts: int = 2000) -> None:
+                 cmvn_max_utts: int = 2000, utterance_mean_norm: bool = False,
+                 cache_features: bool = False) -> None:
         super().__init__()
         if not isinstance(subsampling_factor, int) or subsampling_factor < 1:
             raise ValueError(f"subsampling_factor must be an int >= 1, got {subsampling_factor!r}")
@@ -95,6 +99,8 @@ class ASRDataModule(lightning.LightningDataModule):
         self.speed_factors, self.spec_augment = tuple(speed_factors), spec_augment
         self.max_utt_duration, self.skip_bad_audio = max_utt_duration, skip_bad_audio
         self.cmvn_max_utts = cmvn_max_utts
+        self.utterance_mean_norm = bool(utterance_mean_norm)
+        self.cache_features = bool(cache_features)
         self.tokenizer = None
         self.cmvn: GlobalCMVN | None = None
         self.datasets: dict[str, ASRBatchDataset] = {}
@@ -178,7 +184,8 @@ class ASRDataModule(lightning.LightningDataModule):
             self.cmvn, num_mel_bins=self.feature_dim,
             speed_factors=self.speed_factors if training else (1.0,),
             spec_augment=self.spec_augment if training else None,
-            seed=self.seed, skip_bad_audio=self.skip_bad_audio,
+            seed=self.seed, skip_bad_audio=self.skip_bad_audio, utterance_mean_norm=self.utterance_mean_norm,
+            cache_features=self.cache_features,
         )
 
     # -- loaders -------------------------------------------------------------------------------

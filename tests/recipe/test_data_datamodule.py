@@ -77,6 +77,48 @@ def test_spec_augment_only_in_training(tiny_datamodule_kwargs):
     assert masked_bins(train_batch) > 0 and masked_bins(val_batch) == 0
 
 
+def test_feature_cache_gives_the_same_batches_without_rereading_audio(tiny_datamodule_kwargs, monkeypatch):
+    import recipes.data.dataset as dataset_module
+
+    plain = ASRDataModule(**tiny_datamodule_kwargs)
+    cached = ASRDataModule(**{**tiny_datamodule_kwargs, "cache_features": True})
+    for dm in (plain, cached):
+        dm.prepare_data()
+        dm.setup()
+    loads = []
+    real_load = dataset_module.load_features
+    monkeypatch.setattr(dataset_module, "load_features", lambda *a, **k: loads.append(a[0].id) or real_load(*a, **k))
+    first = list(cached.val_dataloader())
+    reads_first = len(loads)
+    second = list(cached.val_dataloader())
+    assert reads_first == len(cached.datasets["dev"].utterances) and len(loads) == reads_first
+    for a, b, c in zip(list(plain.val_dataloader()), first, second):
+        assert a["ids"] == b["ids"] == c["ids"]
+        torch.testing.assert_close(a["features"], b["features"], rtol=0, atol=0)
+        torch.testing.assert_close(a["features"], c["features"], rtol=0, atol=0)
+
+
+def test_speed_perturbed_features_are_not_cached(tiny_datamodule_kwargs):
+    dm = ASRDataModule(**{**tiny_datamodule_kwargs, "cache_features": True, "speed_factors": [0.9, 1.1]})
+    dm.prepare_data()
+    dm.setup()
+    next(iter(dm.train_dataloader()))
+    assert dm.datasets["train"]._cache == {}
+    next(iter(dm.val_dataloader()))
+    assert len(dm.datasets["dev"]._cache) > 0  # evaluation reads at speed 1.0
+
+
+def test_utterance_mean_norm_centres_every_utterance(tiny_datamodule_kwargs):
+    dm = ASRDataModule(**{**tiny_datamodule_kwargs, "utterance_mean_norm": True})
+    dm.prepare_data()
+    dm.setup()
+    batch = next(iter(dm.val_dataloader()))
+    for row in range(len(batch["ids"])):
+        frames = batch["features"][row, : batch["feature_lengths"][row]]
+        torch.testing.assert_close(frames.mean(0), torch.zeros(80), atol=1e-5, rtol=0)
+        assert frames.std() > 0.5
+
+
 def test_frames_needed_is_the_tightest_loss():
     assert frames_needed([5, 6, 7]) == 4  # transducer with a final blank: U + 1
     assert frames_needed([5, 5, 5]) == 5  # CTC: U + repeats
