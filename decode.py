@@ -33,11 +33,15 @@ def newest_run(log_dir: Path) -> Path:
 
 
 def select_checkpoints(cfg: DictConfig) -> tuple[Path, list[Path]]:
-    """(run directory, checkpoints to load): ckpt_path itself, or the newest run's best checkpoint;
-    with avg=N, it and the N-1 checkpoints of that run before it (by training step), oldest first."""
+    """(run directory, checkpoints to load): ckpt_path itself, or the newest run's best checkpoint
+    (ckpt_path null or ``best``) or its last one (``last``); with avg=N, it and the N-1 checkpoints
+    of that run before it (by training step), oldest first."""
     if cfg.avg < 1:
         raise ValueError(f"avg must be >= 1, got {cfg.avg}")
-    if cfg.ckpt_path:
+    if cfg.ckpt_path == "last":
+        run_dir = newest_run(Path(cfg.paths.log_dir))
+        chosen = run_dir / "checkpoints" / "last.ckpt"
+    elif cfg.ckpt_path and cfg.ckpt_path != "best":
         chosen = Path(cfg.ckpt_path)
         if not chosen.is_file():
             raise FileNotFoundError(f"ckpt_path: no such file {chosen}")

@@ -3,7 +3,7 @@
 
     python examples/keras_ctc.py                                   # 240 train / 40 dev, 10 epochs
     python examples/keras_ctc.py --num-utterances 120 --epochs 5   # quicker
-    python examples/keras_ctc.py --corpus data/corpora/synthetic   # read a generated corpus
+    python examples/keras_ctc.py --corpus data/corpora/synthetic-v2   # read a generated corpus
 
 By default a slice of the synthetic corpus (espeak-ng speech, recipes/data/synthesis.py) is
 synthesised in memory: ``--num-utterances`` training utterances and ``--num-dev`` utterances of

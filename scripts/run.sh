@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up .venv, train the default model (LSTM transducer,
 # loss=rnnt) on the embedded synthetic corpus (train.py generates it first when it is missing),
-# decode the test set with the best checkpoint (greedy, then beam search) and print the WERs.
+# decode the test set with the average of the last 4 epoch checkpoints (greedy, then beam search)
+# and print the WERs.
 # Extra arguments are Hydra overrides for train.py (e.g. scripts/run.sh loss=ctc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 .venv/bin/python train.py "$@"
-.venv/bin/python decode.py decoding=greedy
-.venv/bin/python decode.py decoding=beam
+.venv/bin/python decode.py ckpt_path=last avg=4 decoding=greedy
+.venv/bin/python decode.py ckpt_path=last avg=4 decoding=beam

@@ -39,7 +39,7 @@ from recipes.data.librispeech import LibriSpeechCorpus
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-split speaker streams (held-out speakers independent of num_train)
 
 VOICES = (
     "en", "en-029", "en-GB-scotland", "en-GB-x-gbclan", "en-GB-x-gbcwmd", "en-GB-x-rp", "en-US",
@@ -181,7 +181,7 @@ class SyntheticCorpusConfig:
     num_test: int = 200
     num_dev_speakers: int = 8
     num_test_speakers: int = 8
-    utts_per_train_speaker: int = 50
+    utts_per_train_speaker: int = 25
     utts_per_chapter: int = 25
     seed: int = 0
 
@@ -228,11 +228,14 @@ def plan_speakers(config: SyntheticCorpusConfig) -> list[Speaker]:
     }
     speakers = []
     for split in SPLITS:
+        # each split draws pitch, intonation and rate from its own stream, so that the held-out
+        # speakers do not change with the number of training speakers
+        voice_rng = random.Random(f"speakers-{config.seed}-{split}")
         for voice, variant in combos_by_split[split]:
             speakers.append(Speaker(
                 speaker_id=100 + len(speakers), split=split, voice=voice, variant=variant,
-                pitch=rng.randint(*PITCH_RANGE), intonation=rng.randint(*INTONATION_RANGE),
-                rate=rng.randint(*RATE_RANGE),
+                pitch=voice_rng.randint(*PITCH_RANGE), intonation=voice_rng.randint(*INTONATION_RANGE),
+                rate=voice_rng.randint(*RATE_RANGE),
             ))
     return speakers
 

@@ -70,6 +70,18 @@ def test_plan_is_deterministic_from_seed():
     assert [u.text for u in other] != [u.text for u in plan_corpus(config)]
 
 
+def test_held_out_speakers_do_not_depend_on_the_training_speakers():
+    def held_out(utts_per_train_speaker):
+        plan = plan_corpus(SyntheticCorpusConfig(utts_per_train_speaker=utts_per_train_speaker))
+        return [(u.speaker.split, u.speaker.voice, u.speaker.variant, u.speaker.pitch, u.speaker.intonation,
+                 u.speaker.rate, u.text) for u in plan if u.speaker.split != "train"]
+
+    many, few = (plan_corpus(SyntheticCorpusConfig(utts_per_train_speaker=n)) for n in (25, 50))
+    assert len({u.speaker for u in many if u.speaker.split == "train"}) == 120
+    assert len({u.speaker for u in few if u.speaker.split == "train"}) == 60
+    assert held_out(25) == held_out(50)
+
+
 def test_audio_does_not_depend_on_synthesis_order(tiny_corpus, tiny_corpus_config):
     plan = plan_corpus(SyntheticCorpusConfig(**tiny_corpus_config))
     breathy = [u for u in plan if u.speaker.variant.startswith("f")][:2]

@@ -77,6 +77,16 @@ def test_checkpoint_averaging(trained_run):
         _decode(log_dir, [f"ckpt_path={last}", "avg=50"])
 
 
+def test_last_names_the_newest_runs_last_checkpoint(trained_run):
+    _, log_dir, run_dir = trained_run
+    summary = _decode(log_dir, ["ckpt_path=last", "avg=2", "max_utterances=4"])
+    assert summary["suffix"].endswith("last-avg2")
+    older, newest = (Path(p) for p in summary["settings"]["checkpoints"])
+    assert newest == run_dir / "checkpoints" / "last.ckpt" and older.parent == run_dir / "checkpoints"
+    best = _decode(log_dir, ["ckpt_path=best", "max_utterances=4"])
+    assert Path(best["settings"]["checkpoints"][0]).name.startswith("best-")
+
+
 def test_averaged_state_dict_is_the_mean(tmp_path):
     import torch
 
