@@ -64,7 +64,7 @@ class LSTMTranscriber(nn.Module):
         frame, so it runs on the padded batch as it is. The backward-in-time direction runs over each
         utterance reversed within its own length (x_rev[b, t] = x[b, L_b - 1 - t] for t < L_b), and its
         outputs are put back in order by the same permutation. This gives the packed-sequence result
-        without packing: a padded LSTM is about twice as fast on the CPU (RESULTS.md).
+        without packing, which the CPU runs faster (oneDNN's LSTM takes the padded batch; README).
         """
         lstm = self.lstm
         if not lstm.bidirectional:
