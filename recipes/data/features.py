@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recipes.utils.files import partial_path as partial_path_for
+
 SAMPLE_RATE = 16000
 FRAME_SHIFT_S = 0.010  # 100 frames per second
 FRAME_LENGTH_S = 0.025
@@ -82,7 +84,7 @@ class GlobalCMVN:
 
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)
-        partial_path = path.with_name(f".{path.name}.partial")
+        partial_path = partial_path_for(path)
         torch.save({"mean": self.mean, "std": self.std}, partial_path)
         os.replace(partial_path, path)
 

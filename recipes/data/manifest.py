@@ -8,6 +8,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from recipes.utils.files import partial_path as partial_path_for
+
 
 @dataclasses.dataclass(frozen=True)
 class Utterance:
@@ -35,7 +37,7 @@ def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance]) -> 
         audio = Path(os.path.relpath(audio, base)) if audio.is_relative_to(base.parent) else audio
         lines.append(json.dumps({"audio_filepath": str(audio), "duration": utterance.duration,
                                  "text": utterance.text, "id": utterance.id}) + "\n")
-    partial_path = path.with_name(f".{path.name}.partial")
+    partial_path = partial_path_for(path)
     partial_path.write_text("".join(lines))
     os.replace(partial_path, path)
     return path

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from recipes.data.librispeech import LibriSpeechCorpus
+from recipes.utils.files import partial_path as partial_path_for
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
@@ -358,7 +359,7 @@ def _write_utterance(root: Path, utterance: PlannedUtterance) -> bool:
     if path.exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial_path = path.with_name(f".{path.name}.partial")
+    partial_path = partial_path_for(path)
     soundfile.write(partial_path, synthesize_utterance(utterance), SAMPLE_RATE, format="FLAC",
                     subtype="PCM_16")
     os.replace(partial_path, path)  # a killed run never leaves a truncated file behind
@@ -369,7 +370,7 @@ def _write_text_file(path: Path, content: str) -> None:
     """Write ``content`` to ``path`` atomically unless the file already holds exactly it."""
     if path.exists() and path.read_text() == content:
         return
-    partial_path = path.with_name(f".{path.name}.partial")
+    partial_path = partial_path_for(path)
     partial_path.write_text(content)
     os.replace(partial_path, path)
 

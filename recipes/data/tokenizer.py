@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from recipes.utils.files import partial_path as partial_path_for
+
 BLANK = "<blk>"
 SPACE = "▁"  # how a word boundary is spelled in tokens.txt and by sentencepiece
 
@@ -73,9 +75,9 @@ def build_sentencepiece_tokenizer(texts: Iterable[str], out_dir: str | os.PathLi
     model_path = lang_dir / "sp.model"
     if not model_path.exists():
         lang_dir.mkdir(parents=True, exist_ok=True)
-        transcript = lang_dir / "transcript.txt"
+        transcript = partial_path_for(lang_dir / "transcript.txt")
         transcript.write_text("".join(f"{text}\n" for text in texts))
-        prefix = lang_dir / ".sp-partial"
+        prefix = partial_path_for(lang_dir / "sp")
         sentencepiece.SentencePieceTrainer.train(
             input=str(transcript), model_prefix=str(prefix), vocab_size=vocab_size,
             model_type=model_type, character_coverage=1.0, hard_vocab_limit=False,
@@ -83,6 +85,7 @@ def build_sentencepiece_tokenizer(texts: Iterable[str], out_dir: str | os.PathLi
             minloglevel=2,
         )
         os.replace(prefix.with_suffix(".vocab"), lang_dir / "sp.vocab")
+        os.replace(transcript, lang_dir / "transcript.txt")
         os.replace(prefix.with_suffix(".model"), model_path)  # last: marks a finished model
     return SentencePieceTokenizer(model_path)
 

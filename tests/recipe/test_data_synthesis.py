@@ -114,3 +114,29 @@ def test_bad_config_names_the_argument():
         SyntheticCorpusConfig(num_train=-1)
     with pytest.raises(ValueError, match="num_test_speakers"):
         SyntheticCorpusConfig(num_test_speakers=90)
+
+
+def test_two_processes_preparing_one_corpus_both_succeed(tiny_corpus, tiny_corpus_config, tmp_path):
+    """Two runs started at once on a fresh machine generate the same files into the same folder."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path / "shared"
+    config = {**tiny_corpus_config, "num_train": 20, "num_dev": 4, "num_test": 4}
+    script = ("import json, sys; from recipes.data.synthesis import SyntheticCorpus; "
+              "SyntheticCorpus(sys.argv[1], **json.loads(sys.argv[2])).prepare()")
+    repo = Path(__file__).resolve().parents[2]
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(root), json.dumps(config)], cwd=repo,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for run in runs:
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    assert not [f for f in files if f.name.endswith(".partial")]
+    assert len([f for f in files if f.suffix == ".flac"]) == 28
+    reference = tmp_path / "alone"
+    generate_corpus(reference, SyntheticCorpusConfig(**config), progress=False)
+    for flac in (f for f in files if f.suffix == ".flac"):
+        assert (root / flac).read_bytes() == (reference / flac).read_bytes()
