@@ -84,9 +84,9 @@ def build_sentencepiece_tokenizer(texts: Iterable[str], out_dir: str | os.PathLi
             pad_id=0, pad_piece=BLANK, unk_id=1, bos_id=-1, eos_id=-1, num_threads=1,
             minloglevel=2,
         )
-        os.replace(prefix.with_suffix(".vocab"), lang_dir / "sp.vocab")
+        os.replace(f"{prefix}.vocab", lang_dir / "sp.vocab")  # sentencepiece appends .model / .vocab
         os.replace(transcript, lang_dir / "transcript.txt")
-        os.replace(prefix.with_suffix(".model"), model_path)  # last: marks a finished model
+        os.replace(f"{prefix}.model", model_path)  # last: marks a finished model
     return SentencePieceTokenizer(model_path)
 
 
