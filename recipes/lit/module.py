@@ -1,4 +1,5 @@
 """One LightningModule for CTC, RNN-T, modified RNN-T and SSNT models built from the same transcriber."""
+import logging
 from typing import Any, Callable
 
 import lightning as L
@@ -11,6 +12,8 @@ from recipes.data.text import normalize_text
 from recipes.decoding.greedy import GreedyDecoder
 from recipes.metrics.wer import EditCounts, word_error_counts
 from recipes.models.objectives import Objective
+
+log = logging.getLogger(__name__)
 
 
 class BatchOutOfMemoryError(RuntimeError):
@@ -187,6 +190,13 @@ class ASRLitModule(L.LightningModule):
     # ---------------------------------------------------------------- optimisation and state
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(params=self.parameters())
+        trainer = self._trainer
+        if (optimizer.defaults.get("fused") and trainer is not None and "mixed" in str(trainer.precision)
+                and trainer.gradient_clip_val):
+            # Lightning clips the unscaled gradients under mixed precision, which a fused optimizer
+            # (it unscales inside its kernel) does not allow: fall back to the per-tensor loop
+            log.info("optimizer: fused=False under %s precision with gradient clipping", trainer.precision)
+            optimizer = self.optimizer_factory(params=self.parameters(), fused=False)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer=optimizer)
