@@ -35,10 +35,10 @@ class ASRBatchDataset(torch.utils.data.Dataset):
     own mean over its frames is then subtracted (per dimension). With ``cache_features`` the
     normalised features of an utterance read at speed 1.0 are kept in memory after their first
     load (per process: each DataLoader worker keeps those it loaded), so later epochs skip audio
-    decoding and the filterbank; about 32 KB per second of audio at 80 bins. Training datasets add speed perturbation (a factor
-    from ``speed_factors`` per utterance) and ``spec_augment``. The random draws of an utterance
-    come from a generator seeded by (``seed``, epoch, utterance index), so a batch is the same
-    whichever worker builds it. With ``skip_bad_audio`` an unreadable file is logged, left out of
+    decoding and the filterbank; about 32 KB per second of audio at 80 bins. Training datasets
+    add speed perturbation (a factor from ``speed_factors`` per utterance) and ``spec_augment``.
+    The random draws of an utterance come from a generator seeded by (``seed``, epoch, utterance
+    index), so a batch is the same whichever worker builds it. With ``skip_bad_audio`` an unreadable file is logged, left out of
     its batch and counted in ``num_bad_audio`` (per process); otherwise its error propagates.
     """
 
