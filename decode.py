@@ -38,17 +38,14 @@ def select_checkpoints(cfg: DictConfig) -> tuple[Path, list[Path]]:
     of that run before it (by training step), oldest first."""
     if cfg.avg < 1:
         raise ValueError(f"avg must be >= 1, got {cfg.avg}")
-    if cfg.ckpt_path == "last":
-        run_dir = newest_run(Path(cfg.paths.log_dir))
-        chosen = run_dir / "checkpoints" / "last.ckpt"
-    elif cfg.ckpt_path and cfg.ckpt_path != "best":
+    if cfg.ckpt_path and cfg.ckpt_path not in ("best", "last"):
         chosen = Path(cfg.ckpt_path)
         if not chosen.is_file():
             raise FileNotFoundError(f"ckpt_path: no such file {chosen}")
         run_dir = chosen.parent.parent
     else:
         run_dir = newest_run(Path(cfg.paths.log_dir))
-        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt")) if cfg.ckpt_path != "last" else []
         chosen = best[-1] if best else run_dir / "checkpoints" / "last.ckpt"
     if cfg.avg == 1:
         return run_dir, [chosen]

@@ -48,11 +48,11 @@ class ASRDataModule(lightning.LightningDataModule):
     ``prepare_data`` (one process per node) makes the corpus, its manifests, the tokenizer and the
     global CMVN statistics (``<cache_dir>/cmvn_fbank<bins>.pt``, estimated on up to
     ``cmvn_max_utts`` training utterances); ``setup`` loads them on every process
-(``utterance_mean_norm`` also subtracts each utterance's own mean after them;
-``cache_features`` keeps the features of every utterance read without speed perturbation in
-memory, for corpora that fit). Then
-    ``tokenizer``, ``feature_dim``, ``train_dataloader`` (train), ``val_dataloader`` (dev) and
-    ``test_dataloader`` (test) are available; ``vocab_size`` is ``tokenizer.vocab_size``.
+    (``utterance_mean_norm`` also subtracts each utterance's own mean after them;
+    ``cache_features`` keeps the features of every utterance read without speed perturbation in
+    memory, for corpora that fit). Then ``tokenizer``, ``feature_dim``, ``train_dataloader``
+    (train), ``val_dataloader`` (dev) and ``test_dataloader`` (test) are available;
+    ``vocab_size`` is ``tokenizer.vocab_size``.
 
     A batch is a dict: ``features`` float32 (B, T_max, F) normalised, 100 frames/s;
     ``feature_lengths`` int64 (B,); ``targets`` int64 (B, U_max) zero-padded; ``target_lengths``
