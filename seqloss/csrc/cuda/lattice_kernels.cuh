@@ -138,6 +138,8 @@ __global__ void ctc_occupancy_kernel(const T* e, const int64_t* ext, const int64
   }
   const T total = ctc_log_likelihood(G(frames - 1), states);
   if (threadIdx.x == 0) log_p[b] = total;
+  // Every thread must have read the last alpha row before the first beta step overwrites it with gamma.
+  __syncthreads();
   T* next = rows_buf + 2 * b * num_states;
   T* cur = next + num_states;
   for (int64_t t = frames - 1; t >= 0; --t) {
