@@ -30,8 +30,6 @@
 #include <functional>
 #include <memory>
 #include <numeric>
-#include <random>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -116,12 +114,20 @@ inline void syncthreads(const char* file, int line) {
   if (run->aborting) throw BlockAborted{};
 }
 
+// splitmix64: a fixed generator (unlike std::shuffle's), so a seed gives the same order everywhere.
+inline uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
 inline std::vector<int64_t> phase_order(std::vector<int64_t> ids, int order, uint64_t seed, uint64_t salt) {
   if (order == kReversed) {
     std::reverse(ids.begin(), ids.end());
-  } else if (order == kShuffled) {
-    std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + salt);
-    std::shuffle(ids.begin(), ids.end(), rng);
+  } else if (order == kShuffled) {  // Fisher-Yates
+    uint64_t state = seed ^ splitmix64(salt);
+    for (size_t i = ids.size(); i > 1; --i) std::swap(ids[i - 1], ids[splitmix64(state) % i]);
   } else if (order != kAscending) {
     throw std::invalid_argument("unknown thread order " + std::to_string(order) +
                                 " (0 reversed, 1 shuffled, 2 ascending)");
@@ -130,12 +136,15 @@ inline std::vector<int64_t> phase_order(std::vector<int64_t> ids, int order, uin
 }
 
 inline std::string describe_threads(const std::vector<int64_t>& ids) {
-  std::ostringstream out;
-  out << "[";
-  for (size_t i = 0; i < ids.size() && i < 8; ++i) out << (i ? ", " : "") << ids[i];
-  if (ids.size() > 8) out << ", ... (" << ids.size() << " threads)";
-  out << "]";
-  return out.str();
+  std::string out = "[";
+  for (size_t i = 0; i < ids.size() && i < 8; ++i) out += (i ? ", " : "") + std::to_string(ids[i]);
+  if (ids.size() > 8) out += ", ... (" + std::to_string(ids.size()) + " threads)";
+  return out + "]";
+}
+
+inline std::string describe_barrier(const Fiber& f) {
+  return std::string("__syncthreads() (") + f.file + ":" + std::to_string(f.line) + ", barrier " +
+         std::to_string(f.barriers) + ")";
 }
 
 // Runs `body` as every thread of block `block`; throws std::runtime_error on barrier divergence or
@@ -190,28 +199,26 @@ inline void run_block(const char* kernel, const LaunchConfig& config, int64_t bl
     std::vector<int64_t> waiting, returned;
     for (int64_t i = 0; i < n; ++i) (fibers[i].state == Fiber::kAtBarrier ? waiting : returned).push_back(i);
     if (waiting.empty()) break;  // every thread returned: the block is done
-    std::ostringstream error;
+    const std::string where = std::string("CUDA emulation: barrier divergence in kernel ") + kernel + ", block " +
+                              std::to_string(block) + ": ";
+    std::string error;
     const Fiber& first = fibers[waiting[0]];
     if (!returned.empty()) {
-      error << "CUDA emulation: barrier divergence in kernel " << kernel << ", block " << block << ": threads "
-            << describe_threads(waiting) << " wait at __syncthreads() (" << first.file << ":" << first.line
-            << ", barrier " << first.barriers << ") while threads " << describe_threads(returned)
-            << " have returned";
+      error = where + "threads " + describe_threads(waiting) + " wait at " + describe_barrier(first) +
+              " while threads " + describe_threads(returned) + " have returned";
     } else {
       for (const int64_t i : waiting) {
         const Fiber& f = fibers[i];
         if (f.line != first.line || f.barriers != first.barriers || std::string(f.file) != first.file) {
-          error << "CUDA emulation: barrier divergence in kernel " << kernel << ", block " << block << ": thread "
-                << waiting[0] << " waits at __syncthreads() (" << first.file << ":" << first.line << ", barrier "
-                << first.barriers << ") but thread " << i << " at (" << f.file << ":" << f.line << ", barrier "
-                << f.barriers << ")";
+          error = where + "thread " + std::to_string(waiting[0]) + " waits at " + describe_barrier(first) +
+                  " but thread " + std::to_string(i) + " at " + describe_barrier(f);
           break;
         }
       }
     }
-    if (!error.str().empty()) {
+    if (!error.empty()) {
       abandon();
-      throw std::runtime_error(error.str());
+      throw std::runtime_error(error);
     }
   }
   current_run = outer;
