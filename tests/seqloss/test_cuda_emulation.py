@@ -317,6 +317,8 @@ def test_barrier_divergence_is_an_error(emu, order):
 
 def test_launch_configuration_is_checked(emu):
     blank, emit, frames, labels = transducer_inputs(15, torch.float32)
+    with pytest.raises(RuntimeError, match="cannot load kernels from /nonexistent/kernels.so"):
+        emu.transducer_lattice(blank, emit, frames, labels, False, -1, 0, 0, "/nonexistent/kernels.so")
     with pytest.raises(ValueError, match="threads_per_block"):
         emu.transducer_lattice(blank, emit, frames, labels, False, 1025)
     with pytest.raises(ValueError, match="order"):
