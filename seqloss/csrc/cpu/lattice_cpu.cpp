@@ -12,29 +12,24 @@
 #include <tuple>
 #include <vector>
 
+#include "../checks.h"
 #include "../recurrences.h"
 #include "kernels.h"
 
 namespace seqloss {
 namespace {
 
-void check_lattice_inputs(const at::Tensor& blank, const at::Tensor& emit, const at::Tensor& frames,
+// Shapes, dtypes and devices (checks.h, shared with the CUDA ops), then the length values.
+void check_lattice_inputs(const char* op, const at::Tensor& blank, const at::Tensor& emit, const at::Tensor& frames,
                           const at::Tensor& labels) {
-  TORCH_CHECK(blank.dim() == 3 && emit.dim() == 3, "blank must be (B,T,U+1) and emit (B,T,U)");
-  TORCH_CHECK(emit.size(0) == blank.size(0) && emit.size(1) == blank.size(1) && emit.size(2) + 1 == blank.size(2),
-              "emit must have shape (B,T,U) for blank (B,T,U+1), got ", emit.sizes(), " and ", blank.sizes());
-  TORCH_CHECK(blank.scalar_type() == emit.scalar_type(), "blank and emit must have the same dtype");
-  TORCH_CHECK(frames.scalar_type() == at::kLong && labels.scalar_type() == at::kLong, "lengths must be int64");
-  TORCH_CHECK(frames.numel() == blank.size(0) && labels.numel() == blank.size(0), "one length per utterance");
+  checks::check_transducer_inputs(op, blank, emit, frames, labels);
+  checks::check_transducer_lengths(op, blank, frames, labels);
 }
 
-void check_ctc_inputs(const at::Tensor& e, const at::Tensor& ext, const at::Tensor& target_lengths,
+void check_ctc_inputs(const char* op, const at::Tensor& e, const at::Tensor& ext, const at::Tensor& target_lengths,
                       const at::Tensor& input_lengths) {
-  TORCH_CHECK(e.dim() == 3 && ext.dim() == 2 && e.size(1) == ext.size(0) && e.size(2) == ext.size(1),
-              "e must be (T,B,S) and ext (B,S), got ", e.sizes(), " and ", ext.sizes());
-  TORCH_CHECK(ext.scalar_type() == at::kLong && target_lengths.scalar_type() == at::kLong &&
-              input_lengths.scalar_type() == at::kLong, "ext and lengths must be int64");
-  TORCH_CHECK(target_lengths.numel() == e.size(1) && input_lengths.numel() == e.size(1), "one length per utterance");
+  checks::check_ctc_inputs(op, e, ext, target_lengths, input_lengths);
+  checks::check_ctc_lengths(op, e, target_lengths, input_lengths);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice_cpu(const at::Tensor& blank_in,
@@ -42,7 +37,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice_cpu(const at::
                                                                        const at::Tensor& frames_in,
                                                                        const at::Tensor& labels_in,
                                                                        bool emit_advances_time) {
-  check_lattice_inputs(blank_in, emit_in, frames_in, labels_in);
+  check_lattice_inputs("seqloss::transducer_lattice", blank_in, emit_in, frames_in, labels_in);
   const auto blank = blank_in.contiguous(), emit = emit_in.contiguous();
   const auto frames = frames_in.contiguous(), labels = labels_in.contiguous();
   const int64_t B = blank.size(0), rows = blank.size(1), W = blank.size(2), delta = emit_advances_time ? 1 : 0;
@@ -78,7 +73,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice_cpu(const at::
 std::tuple<at::Tensor, at::Tensor> transducer_viterbi_cpu(const at::Tensor& blank_in, const at::Tensor& emit_in,
                                                           const at::Tensor& frames_in, const at::Tensor& labels_in,
                                                           bool emit_advances_time) {
-  check_lattice_inputs(blank_in, emit_in, frames_in, labels_in);
+  check_lattice_inputs("seqloss::transducer_viterbi", blank_in, emit_in, frames_in, labels_in);
   const auto blank = blank_in.contiguous(), emit = emit_in.contiguous();
   const auto frames = frames_in.contiguous(), labels = labels_in.contiguous();
   const int64_t B = blank.size(0), rows = blank.size(1), W = blank.size(2), delta = emit_advances_time ? 1 : 0;
@@ -149,7 +144,7 @@ T ctc_occupancy_utterance(const T* e, const int64_t* lab, int64_t frames, int64_
 std::tuple<at::Tensor, at::Tensor> ctc_occupancy_cpu(const at::Tensor& e_in, const at::Tensor& ext_in,
                                                      const at::Tensor& target_lengths_in,
                                                      const at::Tensor& input_lengths_in, int64_t blank) {
-  check_ctc_inputs(e_in, ext_in, target_lengths_in, input_lengths_in);
+  check_ctc_inputs("seqloss::ctc_occupancy", e_in, ext_in, target_lengths_in, input_lengths_in);
   const auto e = e_in.contiguous(), ext = ext_in.contiguous();
   const auto target_lengths = target_lengths_in.contiguous(), input_lengths = input_lengths_in.contiguous();
   const int64_t T = e.size(0), B = e.size(1), S = e.size(2);
@@ -186,7 +181,7 @@ std::tuple<at::Tensor, at::Tensor> ctc_occupancy_cpu(const at::Tensor& e_in, con
 std::tuple<at::Tensor, at::Tensor> ctc_viterbi_cpu(const at::Tensor& e_in, const at::Tensor& ext_in,
                                                    const at::Tensor& target_lengths_in,
                                                    const at::Tensor& input_lengths_in, int64_t blank) {
-  check_ctc_inputs(e_in, ext_in, target_lengths_in, input_lengths_in);
+  check_ctc_inputs("seqloss::ctc_viterbi", e_in, ext_in, target_lengths_in, input_lengths_in);
   const auto e = e_in.contiguous(), ext = ext_in.contiguous();
   const auto target_lengths = target_lengths_in.contiguous(), input_lengths = input_lengths_in.contiguous();
   const int64_t T = e.size(0), B = e.size(1), S = e.size(2);
@@ -243,13 +238,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssnt_lattice_cpu(const at::Tensor
                                                                  const at::Tensor& choose_in,
                                                                  const at::Tensor& source_lengths_in,
                                                                  const at::Tensor& target_lengths_in) {
-  TORCH_CHECK(token_in.dim() == 3 && choose_in.sizes() == token_in.sizes(),
-              "token and choose must both be (B,J,S), got ", token_in.sizes(), " and ", choose_in.sizes());
-  TORCH_CHECK(token_in.scalar_type() == choose_in.scalar_type(), "token and choose must have the same dtype");
-  TORCH_CHECK(source_lengths_in.scalar_type() == at::kLong && target_lengths_in.scalar_type() == at::kLong,
-              "lengths must be int64");
-  TORCH_CHECK(source_lengths_in.numel() == token_in.size(0) && target_lengths_in.numel() == token_in.size(0),
-              "one length per utterance");
+  checks::check_ssnt_inputs("seqloss::ssnt_lattice", token_in, choose_in, source_lengths_in, target_lengths_in);
+  checks::check_ssnt_lengths("seqloss::ssnt_lattice", token_in, source_lengths_in, target_lengths_in);
   const auto token = token_in.contiguous(), choose = choose_in.contiguous();
   const auto source_lengths = source_lengths_in.contiguous(), target_lengths = target_lengths_in.contiguous();
   const int64_t B = token.size(0), J = token.size(1), S = token.size(2);
