@@ -49,7 +49,8 @@ class SentencePieceTokenizer:
         return self._processor.unk_id()
 
     def describe(self) -> str:
-        return f"sentencepiece model {self.model_path}"
+        """Return how error messages name this tokenizer: its kind and model file."""
+        return f"sentencepiece tokenizer {self.model_path}"
 
     def unknown_characters(self, text: str) -> list[str]:
         """Return the distinct characters of ``text`` that the model maps to ``<unk>``."""
@@ -129,7 +130,8 @@ class CharTokenizer:
         return cls(lines[1:], path=path)
 
     def describe(self) -> str:
-        return f"character vocabulary {self.path}" if self.path else "character vocabulary"
+        """Return how error messages name this tokenizer: its kind and ``tokens.txt``, if any."""
+        return f"character tokenizer {self.path}" if self.path else "character tokenizer"
 
     def unknown_characters(self, text: str) -> list[str]:
         """Return the distinct characters of ``text`` outside the vocabulary."""
