@@ -43,8 +43,9 @@ def drop_empty_transcripts(utterances: Sequence[Utterance], origin: str) -> list
     Such an utterance gives a loss no target and WER no reference word. The number dropped and
     the first few of them are logged as a warning naming ``origin`` (a manifest or a folder).
     """
-    kept = [u for u in utterances if normalize_text(u.text)]
-    dropped = [u for u in utterances if not normalize_text(u.text)]
+    kept, dropped = [], []
+    for utterance in utterances:
+        (kept if normalize_text(utterance.text) else dropped).append(utterance)
     if dropped:
         log.warning("%s: dropped %d of %d utterances whose transcript is empty after "
                     "normalisation: %s%s", origin, len(dropped), len(utterances),
@@ -109,12 +110,12 @@ def read_manifest(path: str | os.PathLike, drop_empty: bool = True) -> list[Utte
 def read_manifests(paths: Sequence[str | os.PathLike]) -> list[Utterance]:
     """Return the utterances of every manifest in ``paths``, in order; ids must be unique."""
     utterances = [u for path in paths for u in read_manifest(path)]
-    seen: set[str] = set()
+    seen: dict[str, Utterance] = {}
     for utterance in utterances:
         if utterance.id in seen:
             raise ValueError(f"manifests {list(map(str, paths))}: utterance id {utterance.id!r} "
-                             f"occurs twice")
-        seen.add(utterance.id)
+                             f"occurs twice: {seen[utterance.id].source} and {utterance.source}")
+        seen[utterance.id] = utterance
     return utterances
 
 
