@@ -173,6 +173,23 @@ class TranscriptError(ValueError):
     """Transcripts that the tokenizer cannot encode; the message names their utterances."""
 
 
+_SHOWN = 5  # utterances spelled out in one error message
+
+
+def _name(tokenizer) -> str:
+    return tokenizer.describe() if hasattr(tokenizer, "describe") else type(tokenizer).__name__
+
+
+def _unknown_characters(tokenizer, text: str) -> str:
+    finder = getattr(tokenizer, "unknown_characters", None)
+    characters = finder(text) if finder is not None else []
+    return ", ".join(map(repr, characters)) if characters else "pieces it cannot spell"
+
+
+def _utterance_name(utterance) -> str:
+    return utterance.describe() if hasattr(utterance, "describe") else f"utterance {utterance.id!r}"
+
+
 def encode_transcripts(tokenizer, utterances: Sequence, texts: Sequence[str]) -> list[list[int]]:
     """Return ``tokenizer.encode(text)`` of every normalised transcript in ``texts``.
 
@@ -192,24 +209,16 @@ def encode_transcripts(tokenizer, utterances: Sequence, texts: Sequence[str]) ->
     for utterance, text in zip(utterances, texts):
         try:
             ids = tokenizer.encode(text)
-        except ValueError:
+        except ValueError:  # a character tokenizer meeting a character it does not have
             ids = None
         if ids is None or (unk_id is not None and unk_id in ids):
             bad.append((utterance, text))
         targets.append(ids)
     if bad:
-        def unknown(text: str) -> str:
-            finder = getattr(tokenizer, "unknown_characters", None)
-            characters = finder(text) if finder is not None else []
-            return ", ".join(map(repr, characters)) if characters else "unknown pieces"
-
-        def name(utterance) -> str:
-            return utterance.describe() if hasattr(utterance, "describe") else f"utterance {utterance.id!r}"
-
-        described = tokenizer.describe() if hasattr(tokenizer, "describe") else type(tokenizer).__name__
-        listed = "; ".join(f"{name(u)}: {unknown(text)} in {text!r}" for u, text in bad[:5])
+        listed = "; ".join(f"{_utterance_name(u)}: {_unknown_characters(tokenizer, text)} in "
+                           f"{text!r}" for u, text in bad[:_SHOWN])
         raise TranscriptError(
             f"{len(bad)} of {len(texts)} transcripts have characters outside the vocabulary of "
-            f"the {described}: {listed}{'; ...' if len(bad) > 5 else ''}. Rebuild the tokenizer "
-            f"from this corpus (delete its folder) or fix the transcripts")
+            f"the {_name(tokenizer)}: {listed}{'; ...' if len(bad) > _SHOWN else ''}. Rebuild the "
+            f"tokenizer from this corpus (delete its folder) or fix the transcripts")
     return targets
