@@ -533,7 +533,8 @@ def _write_utterances(root: Path, items: Sequence[tuple[PlannedUtterance, dict |
 
 def _write_manifests(root: Path, plan: Sequence[PlannedUtterance]) -> dict[str, dict]:
     """Write ``<root>/manifests/<split>.jsonl`` of every split; return their checksum entries."""
-    corpus = LibriSpeechCorpus(root, train_splits=["train"], dev_splits=["dev"], test_splits=["test"])
+    corpus = LibriSpeechCorpus(root, train_splits=["train"], dev_splits=["dev"],
+                               test_splits=["test"])
     entries = {}
     for split in SPLITS:
         utterances = sorted(

@@ -159,7 +159,8 @@ def test_damaged_files_are_named_and_repaired(corpus_copy, tiny_corpus_config):
     with pytest.raises(CorpusIntegrityError, match="not in the checksum list"):  # kept: not ours
         ensure_synthetic_corpus(root, progress=False, repair=True, **tiny_corpus_config)
     (root / extra).unlink()
-    ensure_synthetic_corpus(root, progress=False, verify="sha256", repair=True, **tiny_corpus_config)
+    ensure_synthetic_corpus(root, progress=False, verify="sha256", repair=True,
+                            **tiny_corpus_config)
     assert verify_corpus(root, "sha256") == []
     for name, content in originals.items():
         assert (root / name).read_bytes() == content, name
