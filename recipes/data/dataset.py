@@ -19,12 +19,17 @@ log = logging.getLogger(__name__)
 def load_features(utterance: Utterance, num_mel_bins: int = 80,
                   speed: float = 1.0) -> torch.Tensor:
     """Return the (T, num_mel_bins) fbank of ``utterance``'s audio, resampled to 16 kHz and sped
-    up by ``speed``; a bad file raises :class:`BadAudioError` naming it."""
-    samples, sample_rate = read_audio(utterance.audio_filepath)
+    up by ``speed``; a bad file raises :class:`BadAudioError` naming the file, the utterance and
+    the manifest line it came from."""
+    try:
+        samples, sample_rate = read_audio(utterance.audio_filepath)
+    except BadAudioError as error:
+        raise BadAudioError(f"{utterance.describe()}: {error}") from error
     waveform = torch.from_numpy(samples)
     waveform = speed_perturb(resample(waveform, sample_rate, SAMPLE_RATE), speed, SAMPLE_RATE)
     if waveform.numel() < round(0.025 * SAMPLE_RATE):
-        raise BadAudioError(f"audio file {utterance.audio_filepath} is shorter than one frame")
+        raise BadAudioError(f"{utterance.describe()}: audio file {utterance.audio_filepath} is "
+                            f"shorter than one frame")
     return fbank(waveform, num_mel_bins)
 
 
@@ -98,7 +103,7 @@ class ASRBatchDataset(torch.utils.data.Dataset):
                 if not self.skip_bad_audio:
                     raise
                 self.num_bad_audio += 1
-                log.warning("skipping utterance %s: %s", self.utterances[index].id, error)
+                log.warning("skipping: %s", error)  # the error names the utterance and file
                 continue
             kept.append(index)
         return self.collate(kept, features)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recipes.data.audio import BadAudioError, audio_duration
-from recipes.data.manifest import Utterance, write_manifest
+from recipes.data.manifest import Utterance, drop_empty_transcripts, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,9 @@ def read_librispeech_split(split_dir: str | os.PathLike, skip_bad_audio: bool = 
     """Return the utterances of one LibriSpeech split folder, sorted by id, and a skip count.
 
     Durations come from the audio headers. A listed file that is missing or unreadable raises
-    :class:`BadAudioError` naming it, or, with ``skip_bad_audio``, is left out and counted.
+    :class:`BadAudioError` naming it, the utterance and its transcript file, or, with
+    ``skip_bad_audio``, is left out and counted. Utterances whose transcript normalises to
+    nothing are left out with a warning naming them (:func:`drop_empty_transcripts`).
     """
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
@@ -32,21 +34,23 @@ def read_librispeech_split(split_dir: str | os.PathLike, skip_bad_audio: bool = 
         raise ValueError(f"split_dir: {split_dir} holds no <speaker>/<chapter>/*.trans.txt")
     utterances, skipped = [], 0
     for transcript in transcripts:
-        for line in transcript.read_text().splitlines():
+        for number, line in enumerate(transcript.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
             utt_id, _, text = line.strip().partition(" ")
             audio = transcript.parent / f"{utt_id}.flac"
+            source = f"{transcript}, line {number}"
             try:
                 duration = audio_duration(audio)
-            except BadAudioError:
+            except BadAudioError as error:
                 if not skip_bad_audio:
-                    raise
-                log.warning("skipping unreadable audio file %s", audio)
+                    raise BadAudioError(f"utterance {utt_id!r} ({source}): {error}") from error
+                log.warning("skipping utterance %r (%s): %s", utt_id, source, error)
                 skipped += 1
                 continue
-            utterances.append(Utterance(utt_id, audio, duration, text))
-    return sorted(utterances, key=lambda u: u.id), skipped
+            utterances.append(Utterance(utt_id, audio, duration, text, source=source))
+    kept = drop_empty_transcripts(sorted(utterances, key=lambda u: u.id), f"folder {split_dir}")
+    return kept, skipped
 
 
 class LibriSpeechCorpus:

@@ -6,7 +6,9 @@ LibriSpeech layout, so that the reader of a real LibriSpeech copy reads it uncha
     <root>/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac   16 kHz, 16-bit FLAC
     <root>/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt    "<utt-id> <TEXT>" lines
     <root>/speakers.tsv                                                 who every speaker is
-    <root>/corpus.json                                                  the generator settings
+    <root>/manifests/<split>.jsonl                                      JSONL manifests
+    <root>/corpus-settings.json        the generator settings, written before any audio
+    <root>/corpus.json                 settings + size and SHA-256 of every file above, written last
 
 A speaker is an espeak-ng voice (accent) x variant (timbre) x pitch x rate. The clear-voiced
 voice x variant combinations are shuffled by the seed: the first ``num_test_speakers`` are the
@@ -18,6 +20,12 @@ training; their words are.
 Everything is planned from the seed before any audio is made, and every utterance is synthesised
 by a freshly loaded espeak-ng, so the corpus is the same on every machine, for any number of
 worker processes and after an interrupted run is resumed (files that exist are skipped).
+
+Integrity: ``corpus-settings.json`` claims the folder for one set of settings before any audio
+is written, so a folder never mixes two corpora (another preparation is refused with
+:class:`CorpusSettingsError`, even after an interrupted run); ``corpus.json`` marks a finished
+corpus and lists every file's size and SHA-256, which :func:`ensure_synthetic_corpus` checks
+(sizes by default, digests on request) before the corpus is used.
 """
 
 from __future__ import annotations
@@ -25,18 +33,26 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import functools
+import hashlib
 import json
+import logging
 import math
 import os
 import random
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from recipes.data.audio import audio_duration
 from recipes.data.librispeech import LibriSpeechCorpus
+from recipes.data.manifest import Utterance, drop_empty_transcripts, write_manifest
+from recipes.utils.files import create_exclusive, sha256_file, write_text_atomic
 from recipes.utils.files import partial_path as partial_path_for
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
@@ -351,28 +367,150 @@ def synthesize_utterance(utterance: PlannedUtterance) -> np.ndarray:
     return (waveform.clamp(-1.0, 32767 / 32768) * 32768.0).round().to(torch.int16).numpy()
 
 
-def _write_utterance(root: Path, utterance: PlannedUtterance) -> bool:
-    """Write the FLAC file of ``utterance`` unless it exists; return whether it was written."""
+# ---------------------------------------------------------------------------------------------
+# Writing a corpus folder, its settings stamp and its checksum list.
+SETTINGS_STAMP = "corpus-settings.json"  # claims the folder for one set of settings, before any audio
+RECORD = "corpus.json"  # settings + checksum list, written last: marks a finished corpus
+VERIFY_LEVELS = ("size", "sha256")
+_SHOWN = 5  # problems spelled out in one error message
+
+
+class CorpusSettingsError(ValueError):
+    """A corpus folder holds, or is being filled with, a corpus of other settings."""
+
+
+class CorpusIntegrityError(RuntimeError):
+    """Files of a finished corpus do not match its checksum list.
+
+    ``problems`` lists ``(path relative to the corpus root, what is wrong)`` for every such file.
+    """
+
+    def __init__(self, message: str, problems: Sequence[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+def corpus_settings(config: SyntheticCorpusConfig) -> dict:
+    """Return the settings recorded for ``config``: its fields and the format version."""
+    return {"format_version": FORMAT_VERSION, **dataclasses.asdict(config)}
+
+
+def _format_settings(settings: dict) -> str:
+    return "{" + ", ".join(f"{key}={settings[key]!r}" for key in sorted(settings)) + "}"
+
+
+def _settings_error(root: Path, holds: str, existing: dict, requested: dict) -> CorpusSettingsError:
+    differences = "; ".join(
+        f"{key}: {existing.get(key)!r} there, {requested.get(key)!r} requested"
+        for key in sorted(set(existing) | set(requested)) if existing.get(key) != requested.get(key)
+    )
+    return CorpusSettingsError(
+        f"root: {root} {holds} with settings {_format_settings(existing)}, not the requested "
+        f"{_format_settings(requested)} ({differences}). Prepare into another folder, request the "
+        f"same settings, or delete {root} to start over"
+    )
+
+
+def _json_text(value: dict) -> str:
+    return json.dumps(value, indent=1, sort_keys=True) + "\n"
+
+
+def _read_json(path: Path, attempts: int = 1) -> dict:
+    """Return the JSON object in ``path``, reading again for a while if it does not parse yet."""
+    for attempt in range(attempts):
+        try:
+            value = json.loads(path.read_text())
+            if isinstance(value, dict):
+                return value
+            error = f"holds a {type(value).__name__}, not an object"
+        except json.JSONDecodeError as decode_error:
+            error = str(decode_error)
+        if attempt + 1 < attempts:
+            time.sleep(0.1)  # a stamp made without hard links is written after it appears
+    raise CorpusIntegrityError(f"{path} is not a JSON object ({error}); delete it and prepare the "
+                               f"corpus again", [(path.name, "not a JSON object")])
+
+
+def read_corpus_record(root: str | os.PathLike) -> dict | None:
+    """Return ``{"settings": ..., "files": ...}`` of the finished corpus under ``root``, or None.
+
+    ``files`` maps each file's path relative to ``root`` to ``{"bytes", "sha256"}``; it is None
+    for a corpus whose ``corpus.json`` holds only its settings (written by earlier versions).
+    """
+    path = Path(root) / RECORD
+    if not path.exists():
+        return None
+    record = _read_json(path)
+    if "settings" in record and "files" in record:
+        return record
+    return {"settings": record, "files": None}
+
+
+def _claim_folder(root: Path, settings: dict) -> None:
+    """Record ``settings`` as those of ``root`` for good, or raise if it belongs to other ones.
+
+    The stamp is created atomically and exclusively before any audio is written, so of two
+    preparations with different settings started at once exactly one proceeds, and a killed
+    preparation can only be resumed with its own settings.
+    """
+    stamp = root / SETTINGS_STAMP
+    if create_exclusive(stamp, _json_text(settings)):
+        return
+    existing = _read_json(stamp, attempts=50)
+    if existing != settings:
+        raise _settings_error(
+            root, f"was claimed by a preparation (finished, running or interrupted; {stamp})",
+            existing, settings)
+
+
+def _file_entry(path: Path) -> dict:
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def _flac_name(utterance: PlannedUtterance) -> str:
+    return (utterance.relative_dir() / f"{utterance.utt_id}.flac").as_posix()
+
+
+def _write_utterance(root: Path, utterance: PlannedUtterance,
+                     expected: dict | None = None) -> tuple[str, dict]:
+    """Make sure the FLAC file of ``utterance`` is in place; return what was done and its entry.
+
+    A missing file is synthesised (``"written"``). An existing one is kept (``"skipped"``) unless
+    ``expected``, its entry in an earlier checksum list, differs from it: then it is synthesised
+    again (``"repaired"``). The entry is ``{"bytes", "sha256"}`` of the file as it now stands.
+    """
     import soundfile
 
-    path = root / utterance.relative_dir() / f"{utterance.utt_id}.flac"
+    path = root / _flac_name(utterance)
+    status = "written"
     if path.exists():
-        return False
+        entry = _file_entry(path)
+        if expected is None or entry == expected:
+            return "skipped", entry
+        status = "repaired"
     path.parent.mkdir(parents=True, exist_ok=True)
     partial_path = partial_path_for(path)
     soundfile.write(partial_path, synthesize_utterance(utterance), SAMPLE_RATE, format="FLAC",
                     subtype="PCM_16")
+    entry = _file_entry(partial_path)
     os.replace(partial_path, path)  # a killed run never leaves a truncated file behind
-    return True
+    return status, entry
 
 
-def _write_text_file(path: Path, content: str) -> None:
-    """Write ``content`` to ``path`` atomically unless the file already holds exactly it."""
-    if path.exists() and path.read_text() == content:
-        return
-    partial_path = partial_path_for(path)
-    partial_path.write_text(content)
-    os.replace(partial_path, path)
+def _write_planned(root: Path, item: tuple[PlannedUtterance, dict | None]) -> tuple[str, dict]:
+    return _write_utterance(root, *item)
+
+
+def _write_text_file(path: Path, content: str) -> dict:
+    """Write ``content`` to ``path`` atomically unless the file already holds exactly it; return
+    its checksum entry."""
+    data = content.encode()
+    if not (path.exists() and path.read_bytes() == data):
+        if path.exists():
+            log.warning("rewriting %s: its content differed from the corpus plan", path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, content)
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _worker_init() -> None:
@@ -381,78 +519,173 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _write_utterances(root: Path, plan: Sequence[PlannedUtterance], workers: int) -> Iterator[bool]:
-    """Yield, for every planned utterance, whether its FLAC file had to be written."""
+def _write_utterances(root: Path, items: Sequence[tuple[PlannedUtterance, dict | None]],
+                      workers: int) -> Iterator[tuple[str, dict]]:
+    """Yield, for every planned utterance in order, :func:`_write_utterance`'s result."""
     if workers == 1:
-        yield from (_write_utterance(root, utterance) for utterance in plan)
+        yield from (_write_planned(root, item) for item in items)
         return
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
-        yield from pool.imap(functools.partial(_write_utterance, root), plan, chunksize=16)
+        yield from pool.imap(functools.partial(_write_planned, root), items, chunksize=16)
 
 
-def _read_corpus_config(root: Path) -> dict | None:
-    marker = root / "corpus.json"
-    return json.loads(marker.read_text()) if marker.exists() else None
+def _write_manifests(root: Path, plan: Sequence[PlannedUtterance]) -> dict[str, dict]:
+    """Write ``<root>/manifests/<split>.jsonl`` of every split; return their checksum entries."""
+    corpus = LibriSpeechCorpus(root, train_splits=["train"], dev_splits=["dev"],
+                               test_splits=["test"])
+    entries = {}
+    for split in SPLITS:
+        utterances = sorted(
+            (Utterance(u.utt_id, root / _flac_name(u), audio_duration(root / _flac_name(u)), u.text)
+             for u in plan if u.speaker.split == split), key=lambda u: u.id)
+        path = write_manifest(corpus.manifest_path(split),
+                              drop_empty_transcripts(utterances, f"{root / split}"))
+        entries[path.relative_to(root).as_posix()] = _file_entry(path)
+    return entries
 
 
 def generate_corpus(root: str | os.PathLike, config: SyntheticCorpusConfig, workers: int = 1,
                     progress: bool = True) -> dict[str, int]:
     """Write the synthetic corpus of ``config`` under ``root``; return counts of what was done.
 
-    Existing FLAC files are kept (``"skipped"``), missing ones synthesised (``"written"``);
-    ``corpus.json`` is written last and marks a complete corpus. A ``root`` that holds a corpus
-    made with other settings is refused with a ValueError rather than mixed into.
+    First ``corpus-settings.json`` claims ``root`` for these settings (a folder claimed by other
+    settings raises :class:`CorpusSettingsError`, also when its preparation was interrupted).
+    Missing FLAC files are synthesised (``"written"``), existing ones kept (``"skipped"``), or
+    synthesised again when an earlier checksum list of the folder says they changed
+    (``"repaired"``). Transcripts, ``speakers.tsv`` and the JSONL manifests are (re)written
+    where they differ from the plan; ``corpus.json`` (settings and the size and SHA-256 of every
+    file) is written last and marks a finished corpus. Runs with the same settings may share
+    ``root`` at once: every file is deterministic and replaced atomically.
     """
     from tqdm import tqdm
 
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     root = Path(root)
-    settings = {"format_version": FORMAT_VERSION, **dataclasses.asdict(config)}
-    existing = _read_corpus_config(root)
-    if existing is not None and existing != settings:
-        raise ValueError(
-            f"root: {root} holds a synthetic corpus made with {existing}, not {settings}; "
-            f"choose another directory or delete it"
-        )
+    settings = corpus_settings(config)
+    record = read_corpus_record(root)
+    if record is not None and record["settings"] != settings:
+        raise _settings_error(root, f"holds a finished synthetic corpus ({root / RECORD})",
+                              record["settings"], settings)
     root.mkdir(parents=True, exist_ok=True)
+    _claim_folder(root, settings)
+    known = (record or {}).get("files") or {}
     plan = plan_corpus(config)
-    counts = {"written": 0, "skipped": 0}
+    items = [(utterance, known.get(_flac_name(utterance))) for utterance in plan]
+    counts = {"written": 0, "skipped": 0, "repaired": 0}
+    files: dict[str, dict] = {}
     with tqdm(total=len(plan), desc=f"synthesising {root}", unit="utt",
               disable=not progress) as bar:
-        for written in _write_utterances(root, plan, workers):
-            counts["written" if written else "skipped"] += 1
+        for utterance, (status, entry) in zip(plan, _write_utterances(root, items, workers)):
+            counts[status] += 1
+            files[_flac_name(utterance)] = entry
+            if status == "repaired":
+                log.warning("re-synthesised %s: it did not match %s", root / _flac_name(utterance),
+                            root / RECORD)
             bar.update()
     chapters: dict[Path, list[PlannedUtterance]] = {}
     for utterance in plan:
         chapters.setdefault(utterance.relative_dir(), []).append(utterance)
     for relative_dir, utterances in chapters.items():
         speaker, chapter = utterances[0].speaker.speaker_id, utterances[0].chapter_id
-        lines = "".join(f"{u.utt_id} {u.text}\n" for u in utterances)
-        _write_text_file(root / relative_dir / f"{speaker}-{chapter}.trans.txt", lines)
+        name = (relative_dir / f"{speaker}-{chapter}.trans.txt").as_posix()
+        files[name] = _write_text_file(root / name,
+                                       "".join(f"{u.utt_id} {u.text}\n" for u in utterances))
     speaker_lines = ["speaker\tsplit\tvoice\tvariant\tpitch\tintonation\trate\n"] + [
         f"{s.speaker_id}\t{s.split}\t{s.voice}\t{s.variant}\t{s.pitch}\t{s.intonation}\t{s.rate}\n"
         for s in plan_speakers(config)
     ]
-    _write_text_file(root / "speakers.tsv", "".join(speaker_lines))
-    _write_text_file(root / "corpus.json", json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    files["speakers.tsv"] = _write_text_file(root / "speakers.tsv", "".join(speaker_lines))
+    files.update(_write_manifests(root, plan))
+    write_text_atomic(root / RECORD, _json_text({"settings": settings, "files": files}))
     return counts
 
 
-def ensure_synthetic_corpus(root: str | os.PathLike, workers: int = 1, progress: bool = True,
-                            **config) -> Path:
-    """Return ``root`` after making sure it holds the synthetic corpus of ``config``.
+# ---------------------------------------------------------------------------------------------
+# Opening a finished corpus.
+def _check_files(root: Path, files: dict[str, dict], level: str) -> list[tuple[str, str]]:
+    if level not in VERIFY_LEVELS:
+        raise ValueError(f"verify must be one of {VERIFY_LEVELS}, got {level!r}")
+    problems = []
+    for name, expected in sorted(files.items()):
+        path = root / name
+        if not path.is_file():
+            problems.append((name, "is missing"))
+            continue
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            problems.append((name, f"has {size} bytes, the checksum list says {expected['bytes']} "
+                                   f"(truncated or changed)"))
+        elif level == "sha256" and sha256_file(path) != expected["sha256"]:
+            problems.append((name, "has changed: its SHA-256 differs from the checksum list"))
+    for split in SPLITS:  # audio or transcripts that another preparation would have mixed in
+        for path in sorted((root / split).rglob("*")) if (root / split).is_dir() else ():
+            name = path.relative_to(root).as_posix()
+            if path.is_file() and not path.name.startswith(".") and name not in files:
+                problems.append((name, "is not in the checksum list"))
+    return problems
 
-    ``config`` takes the fields of :class:`SyntheticCorpusConfig`. A complete corpus with the same
-    settings is returned untouched (nothing is opened but ``corpus.json``); otherwise the corpus is
-    generated or completed by :func:`generate_corpus`.
+
+def verify_corpus(root: str | os.PathLike, level: str = "size") -> list[tuple[str, str]]:
+    """Return ``(path, what is wrong)`` for every file of the finished corpus under ``root`` that
+    does not match its checksum list; an empty list when all match.
+
+    ``level="size"`` compares sizes (one ``stat`` per file: milliseconds for the embedded
+    corpus); ``"sha256"`` also compares content digests (reads every byte). Files in the split
+    folders that the list does not name are reported too; hidden files (the per-process
+    temporary files of an interrupted run) are ignored.
     """
-    settings = SyntheticCorpusConfig(**config)
     root = Path(root)
-    if _read_corpus_config(root) != {"format_version": FORMAT_VERSION, **dataclasses.asdict(settings)}:
-        generate_corpus(root, settings, workers=workers, progress=progress)
+    record = read_corpus_record(root)
+    if record is None:
+        raise ValueError(f"root: {root} holds no finished synthetic corpus ({RECORD} is missing)")
+    if record["files"] is None:
+        return [(RECORD, "has no checksum list (an earlier format): prepare the corpus again")]
+    return _check_files(root, record["files"], level)
+
+
+def _integrity_error(root: Path, problems: Sequence[tuple[str, str]],
+                     level: str) -> CorpusIntegrityError:
+    shown = "; ".join(f"{name} {problem}" for name, problem in problems[:_SHOWN])
+    more = f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
+    return CorpusIntegrityError(
+        f"root: {len(problems)} file(s) of the synthetic corpus in {root} do not match its "
+        f"checksum list {root / RECORD} (verify={level}): {shown}{more}. Preparing again with "
+        f"repair (data/prepare_synthetic.py --repair, or +data.corpus.repair=true) re-synthesises "
+        f"missing and damaged files; files not in the list must be removed by hand", problems)
+
+
+def ensure_synthetic_corpus(root: str | os.PathLike, workers: int = 1, progress: bool = True,
+                            verify: str = "size", repair: bool = False, **config) -> Path:
+    """Return ``root`` after making sure it holds the intact synthetic corpus of ``config``.
+
+    ``config`` takes the fields of :class:`SyntheticCorpusConfig`. A finished corpus with the
+    same settings is checked against its checksum list at the ``verify`` level (``"size"`` or
+    ``"sha256"``, see :func:`verify_corpus`): a mismatch raises :class:`CorpusIntegrityError`
+    naming the files, or, with ``repair``, has :func:`generate_corpus` re-synthesise them (and
+    raises if that does not make the corpus match). A finished corpus of other settings raises
+    :class:`CorpusSettingsError`. A missing or unfinished corpus is generated or completed.
+    """
+    if verify not in VERIFY_LEVELS:
+        raise ValueError(f"verify must be one of {VERIFY_LEVELS}, got {verify!r}")
+    config = SyntheticCorpusConfig(**config)
+    root = Path(root)
+    record = read_corpus_record(root)
+    if record is None or record["files"] is None:
+        generate_corpus(root, config, workers=workers, progress=progress)
+        return root
+    if record["settings"] != corpus_settings(config):
+        raise _settings_error(root, f"holds a finished synthetic corpus ({root / RECORD})",
+                              record["settings"], corpus_settings(config))
+    problems = _check_files(root, record["files"], verify)
+    if problems and repair:
+        log.warning("%s", _integrity_error(root, problems, verify))
+        generate_corpus(root, config, workers=workers, progress=progress)
+        problems = verify_corpus(root, verify)
+    if problems:
+        raise _integrity_error(root, problems, verify)
     return root
 
 
@@ -460,16 +693,25 @@ class SyntheticCorpus(LibriSpeechCorpus):
     """The synthetic corpus as a :class:`LibriSpeechCorpus` whose ``prepare`` generates it first.
 
     Splits are ``train``, ``dev`` and ``test``; the keyword arguments are the fields of
-    :class:`SyntheticCorpusConfig` plus ``workers`` (processes used for synthesis).
+    :class:`SyntheticCorpusConfig` plus ``workers`` (processes used for synthesis), ``verify``
+    (how a finished corpus is checked when opened: ``"size"`` or ``"sha256"``) and ``repair``
+    (re-synthesise files that fail the check instead of raising); ``progress`` shows a progress
+    bar while synthesising.
     """
 
-    def __init__(self, root: str | os.PathLike, workers: int = 1, **config) -> None:
+    def __init__(self, root: str | os.PathLike, workers: int = 1, verify: str = "size",
+                 repair: bool = False, progress: bool = True, **config) -> None:
         super().__init__(root, train_splits=["train"], dev_splits=["dev"], test_splits=["test"])
+        if verify not in VERIFY_LEVELS:
+            raise ValueError(f"verify must be one of {VERIFY_LEVELS}, got {verify!r}")
         self.config = SyntheticCorpusConfig(**config)
-        self.workers = workers
+        self.workers, self.verify, self.repair = workers, verify, bool(repair)
+        self.progress = bool(progress)
 
     def prepare(self, skip_bad_audio: bool = False) -> None:
-        """Generate the corpus if it is missing or incomplete, then write its manifests."""
-        ensure_synthetic_corpus(self.root, workers=self.workers,
+        """Generate the corpus if it is missing or unfinished, check it against its checksum list
+        (see :func:`ensure_synthetic_corpus`), then make sure its manifests exist."""
+        ensure_synthetic_corpus(self.root, workers=self.workers, progress=self.progress,
+                                verify=self.verify, repair=self.repair,
                                 **dataclasses.asdict(self.config))
         super().prepare(skip_bad_audio=skip_bad_audio)

@@ -43,6 +43,20 @@ class SentencePieceTokenizer:
     def vocab_size(self) -> int:
         return self._processor.get_piece_size()
 
+    @property
+    def unk_id(self) -> int:
+        """The id that text the model cannot spell is mapped to."""
+        return self._processor.unk_id()
+
+    def describe(self) -> str:
+        """Return how error messages name this tokenizer: its kind and model file."""
+        return f"sentencepiece tokenizer {self.model_path}"
+
+    def unknown_characters(self, text: str) -> list[str]:
+        """Return the distinct characters of ``text`` that the model maps to ``<unk>``."""
+        return sorted({char for char in text if char != " "
+                       and self.unk_id in self._processor.encode(char)})
+
     def encode(self, text: str) -> list[int]:
         return self._processor.encode(text)
 
@@ -94,16 +108,18 @@ class CharTokenizer:
     """Characters as tokens: id 0 is the blank, then the symbols of ``tokens`` in order.
 
     A space is spelled ``▁``. Encoding a character outside the symbol set raises a ValueError.
+    ``path`` is the ``tokens.txt`` it was loaded from, if any.
     """
 
     blank_id = 0
 
-    def __init__(self, tokens: Sequence[str]) -> None:
+    def __init__(self, tokens: Sequence[str], path: str | os.PathLike | None = None) -> None:
         tokens = list(tokens)
         if len(set(tokens)) != len(tokens) or any(len(t) != 1 for t in tokens) or BLANK in tokens:
             raise ValueError(f"tokens must be distinct single characters, got {tokens!r}")
         self.tokens = [BLANK, *tokens]
         self._ids = {token: index for index, token in enumerate(self.tokens)}
+        self.path = Path(path) if path is not None else None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:
@@ -111,7 +127,15 @@ class CharTokenizer:
         lines = Path(path).read_text().splitlines()
         if not lines or lines[0] != BLANK:
             raise ValueError(f"path: {path} does not start with {BLANK}")
-        return cls(lines[1:])
+        return cls(lines[1:], path=path)
+
+    def describe(self) -> str:
+        """Return how error messages name this tokenizer: its kind and ``tokens.txt``, if any."""
+        return f"character tokenizer {self.path}" if self.path else "character tokenizer"
+
+    def unknown_characters(self, text: str) -> list[str]:
+        """Return the distinct characters of ``text`` outside the vocabulary."""
+        return sorted({char for char in text.replace(" ", SPACE) if char not in self._ids})
 
     def save(self, path: str | os.PathLike) -> None:
         Path(path).write_text("".join(f"{token}\n" for token in self.tokens))
@@ -139,7 +163,62 @@ def build_char_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike) -> Ch
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         symbols = sorted({char for text in texts for char in text.replace(" ", SPACE)})
-        partial_path = path.with_name(".tokens.txt.partial")
+        partial_path = partial_path_for(path)
         CharTokenizer(symbols).save(partial_path)
         os.replace(partial_path, path)
     return CharTokenizer.load(path)
+
+
+class TranscriptError(ValueError):
+    """Transcripts that the tokenizer cannot encode; the message names their utterances."""
+
+
+_SHOWN = 5  # utterances spelled out in one error message
+
+
+def _name(tokenizer) -> str:
+    return tokenizer.describe() if hasattr(tokenizer, "describe") else type(tokenizer).__name__
+
+
+def _unknown_characters(tokenizer, text: str) -> str:
+    finder = getattr(tokenizer, "unknown_characters", None)
+    characters = finder(text) if finder is not None else []
+    return ", ".join(map(repr, characters)) if characters else "pieces it cannot spell"
+
+
+def _utterance_name(utterance) -> str:
+    return utterance.describe() if hasattr(utterance, "describe") else f"utterance {utterance.id!r}"
+
+
+def encode_transcripts(tokenizer, utterances: Sequence, texts: Sequence[str]) -> list[list[int]]:
+    """Return ``tokenizer.encode(text)`` of every normalised transcript in ``texts``.
+
+    ``utterances`` are the records the texts belong to (anything with ``id`` and, optionally,
+    ``describe()`` naming its manifest and line). A text with characters outside the
+    tokenizer's vocabulary (a character tokenizer raises, sentencepiece maps them to
+    ``unk_id``) is an error, not a silent drop: it means the tokenizer was built from other data
+    or the normaliser lets through something new, and dropping such utterances from a test set
+    would bias its WER. One :class:`TranscriptError` names how many there are and, for the first
+    few, the utterance, its manifest and line, and the characters.
+    """
+    if len(utterances) != len(texts):
+        raise ValueError(f"utterances and texts must have one entry each, got {len(utterances)} "
+                         f"and {len(texts)}")
+    unk_id = getattr(tokenizer, "unk_id", None)
+    targets, bad = [], []
+    for utterance, text in zip(utterances, texts):
+        try:
+            ids = tokenizer.encode(text)
+        except ValueError:  # a character tokenizer meeting a character it does not have
+            ids = None
+        if ids is None or (unk_id is not None and unk_id in ids):
+            bad.append((utterance, text))
+        targets.append(ids)
+    if bad:
+        listed = "; ".join(f"{_utterance_name(u)}: {_unknown_characters(tokenizer, text)} in "
+                           f"{text!r}" for u, text in bad[:_SHOWN])
+        raise TranscriptError(
+            f"{len(bad)} of {len(texts)} transcripts have characters outside the vocabulary of "
+            f"the {_name(tokenizer)}: {listed}{'; ...' if len(bad) > _SHOWN else ''}. Rebuild the "
+            f"tokenizer from this corpus (delete its folder) or fix the transcripts")
+    return targets

@@ -57,7 +57,7 @@ def test_nemo_manifest_without_ids_and_duplicate_ids(tmp_path):
     path.write_text(json.dumps({"audio_filepath": "/a/b/x1.wav", "duration": 1.5, "text": "hi"}) + "\n")
     (utterance,) = read_manifest(path)
     assert (utterance.id, utterance.duration, str(utterance.audio_filepath)) == ("x1", 1.5, "/a/b/x1.wav")
-    with pytest.raises(ValueError, match="twice"):
+    with pytest.raises(ValueError, match=f"twice: manifest {path}, line 1 and manifest {path}, line 1"):
         read_manifests([path, path])
     path.write_text('{"audio_filepath": "x.wav", "text": "no duration"}\n')
     with pytest.raises(ValueError, match="line 1"):

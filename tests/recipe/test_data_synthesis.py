@@ -98,9 +98,9 @@ def test_rerun_skips_existing_and_completes_missing(tiny_corpus, tiny_corpus_con
     original = victim.read_bytes()
     victim.unlink()
     counts = generate_corpus(copy, config, progress=False)
-    assert counts == {"written": 1, "skipped": 83}
+    assert counts == {"written": 1, "skipped": 83, "repaired": 0}
     assert victim.read_bytes() == original
-    assert generate_corpus(copy, config, progress=False) == {"written": 0, "skipped": 84}
+    assert generate_corpus(copy, config, progress=False) == {"written": 0, "skipped": 84, "repaired": 0}
 
 
 def test_other_settings_in_same_root_are_refused(tiny_corpus, tiny_corpus_config, tmp_path):
