@@ -15,7 +15,7 @@ dr/dq = -exp(q - r), i.e. occ_emit - exp(alpha + q + beta_next - log P) on the s
 """
 import torch
 
-from . import _backend, _checks
+from . import _backend, _checks, _ops
 from ._lattice.semiring import NEG_INF, occupancy
 from ._lattice.transducer import transducer_log_likelihood
 
@@ -102,7 +102,7 @@ def _ssnt_grads_generic(token, choose, source_lengths, target_lengths, backend):
 def _ssnt_grads(token, choose, source_lengths, target_lengths, backend):
     """log P, d log P / d token, d log P / d choose: one fused native pass on CPU, else the generic lattice."""
     if backend == "native" and token.device.type == "cpu":
-        return torch.ops.seqloss.ssnt_lattice(token, choose, source_lengths, target_lengths)
+        return _ops.ssnt_lattice(token, choose, source_lengths, target_lengths)
     return _ssnt_grads_generic(token, choose, source_lengths, target_lengths, backend)
 
 
