@@ -4,6 +4,9 @@
 environment variable ``SEQLOSS_BACKEND``, then ``native`` wherever its kernels were built for the
 device and ``torch`` elsewhere. Requesting ``native`` where it is not built falls back to ``torch``
 with a warning that says why. Both backends give the same numbers (tests/seqloss/test_native.py).
+The first time ``native`` is chosen for a device, the kernels are checked against the torch
+backend on a tiny problem (``seqloss._selfcheck``); if they disagree, that device uses ``torch``
+from then on.
 
 The double-backward path always runs the differentiable torch recursion.
 
@@ -18,7 +21,7 @@ import warnings
 
 import torch
 
-from . import _ops
+from . import _ops, _selfcheck
 from ._lattice import ctc as ctc_lattice
 from ._lattice import transducer as transducer_lattice
 from ._lattice import viterbi as viterbi_lattice
@@ -40,7 +43,22 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
         warnings.warn(f"seqloss: native backend unavailable for {device.type} tensors ({reason}); "
                       f"using the torch backend", RuntimeWarning, stacklevel=3)
         return "torch"
-    return requested or ("native" if native else "torch")
+    if requested is None and not native and device.type == "cuda" and _ops.CPU_AVAILABLE:
+        _warn_once_without_cuda_kernels()
+    choice = requested or ("native" if native else "torch")
+    if choice == "native" and not _selfcheck.native_ok(device):
+        return "torch"
+    return choice
+
+
+_cuda_warned = []
+
+
+def _warn_once_without_cuda_kernels():
+    """CUDA tensors on the torch backend because the CUDA kernels were not built: say so once."""
+    if not _cuda_warned and not torch.compiler.is_compiling():
+        _cuda_warned.append(True)
+        warnings.warn(_ops.unavailable_message("cuda"), RuntimeWarning, stacklevel=4)
 
 
 def transducer_marginals(backend: str):

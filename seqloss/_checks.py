@@ -19,13 +19,40 @@ def check_reduction(reduction) -> None:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
+def _check_not_meta(name: str, x: torch.Tensor) -> None:
+    """Meta tensors carry shapes but no values; the losses need the values (lengths, scores)."""
+    if x.device.type == "meta" and not tracing():
+        raise ValueError(f"{name} is on the meta device (it has a shape but no values); pass a tensor with data")
+
+
 def check_scores(name: str, x, ndims: Sequence[int]) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    _check_not_meta(name, x)
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor (float16/bfloat16/float32/float64), got {x.dtype}")
     if x.dim() not in ndims:
         raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {tuple(x.shape)}")
+
+
+def invalid_utterances(batch_dim: int, *scores: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: utterances with a NaN or +inf among `scores` (each already -inf outside its utterance).
+
+    -inf is a valid score (an impossible event); NaN and +inf are not, and make the utterance's
+    loss NaN on every backend (:func:`poison`). Runs on the small gathered scores, never over V.
+    """
+    bad = None
+    for x in scores:
+        flag = (torch.isnan(x) | torch.isposinf(x)).movedim(batch_dim, 0).reshape(x.shape[batch_dim], -1).any(1)
+        bad = flag if bad is None else bad | flag
+    return bad
+
+
+def poison(bad: torch.Tensor, x: torch.Tensor, batch_dim: int = 0) -> torch.Tensor:
+    """x with NaN in every entry of the utterances flagged in `bad` (B,) along `batch_dim`."""
+    shape = [1] * x.dim()
+    shape[batch_dim] = -1
+    return torch.where(bad.view(shape), float("nan"), x)
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -38,6 +65,7 @@ def as_index_tensor(name: str, value, device) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
             raise TypeError(f"{name} must be an integer tensor (int32 or int64), got {value.dtype}")
+        _check_not_meta(name, value)
         return value.to(device=device, dtype=torch.long)
     if isinstance(value, int):
         return torch.tensor(value, dtype=torch.long, device=device)

@@ -7,9 +7,17 @@ loaded with ``torch.ops.load_library``. This module registers their fake kernels
 op, and wraps them with the exact signatures of the torch reference in ``seqloss._lattice``.
 
 If the libraries were not built, ``CPU_AVAILABLE`` is False and ``LOAD_ERROR`` says why; seqloss
-then runs on its torch backend.
+then runs on its torch backend, and importing it warns once (unless ``SEQLOSS_BACKEND=torch``
+chose that backend) with the command that builds the kernels (:func:`build_command`).
 """
 import importlib.machinery
+import importlib.metadata
+import json
+import os
+import sys
+import urllib.parse
+import urllib.request
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,11 +35,43 @@ def _library_path(name: str) -> Path | None:
     return None
 
 
+def build_command(cuda: bool = False) -> str:
+    """The shell command that builds the native kernels for this copy of seqloss.
+
+    A source checkout (setup.py next to the package) is rebuilt in place; an installed copy is
+    reinstalled from where pip took it (its PEP 610 ``direct_url.json``), with the torch of this
+    interpreter. ``cuda=True`` adds ``SEQLOSS_BUILD_CUDA=1``.
+    """
+    prefix = "SEQLOSS_BUILD_CUDA=1 " if cuda else ""
+    pip = f"{prefix}{sys.executable} -m pip install --no-build-isolation"
+    root = _HERE.parent
+    if (root / "setup.py").exists():
+        return f"{pip} -e {root}"
+    return f"{pip} --no-deps --force-reinstall {_install_source()}"
+
+
+def _install_source() -> str:
+    """Where pip installed seqloss from (a path or a VCS URL), or a placeholder saying what to put there."""
+    try:
+        info = json.loads(importlib.metadata.distribution("seqloss").read_text("direct_url.json") or "null")
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        info = None
+    if not info or "url" not in info:
+        return "<seqloss source directory or git URL>"
+    url = info["url"]
+    if "vcs_info" in info:
+        vcs = info["vcs_info"]
+        return f"{vcs.get('vcs', 'git')}+{url}@{vcs.get('commit_id', vcs.get('requested_revision', ''))}".rstrip("@")
+    if url.startswith("file:"):
+        return urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+    return url
+
+
 def _load(name: str) -> str | None:
     """Load seqloss/<name>*.so; returns None on success, else the reason it is unavailable."""
     path = _library_path(name)
     if path is None:
-        return f"seqloss/{name}*.so was not built (reinstall with `pip install --no-build-isolation -e .`)"
+        return f"seqloss/{name}*.so was not built"
     try:
         torch.ops.load_library(str(path))
     except OSError as error:
@@ -48,6 +88,27 @@ CUDA_AVAILABLE = CUDA_LOAD_ERROR is None
 def available(device_type: str) -> bool:
     """Whether native kernels exist for tensors on `device_type` ("cpu", "cuda")."""
     return {"cpu": CPU_AVAILABLE, "cuda": CUDA_AVAILABLE}.get(device_type, False)
+
+
+def unavailable_message(device_type: str) -> str:
+    """Why `device_type` runs on the torch backend, and the command that builds its kernels."""
+    reason = CUDA_LOAD_ERROR if device_type == "cuda" else LOAD_ERROR
+    return (f"seqloss: native {device_type.upper()} kernels unavailable ({reason}); using the slower torch backend "
+            f"(pure PyTorch). Build them with:\n    {build_command(cuda=device_type == 'cuda')}")
+
+
+def registered_ops(device_type: str) -> list[str]:
+    """Names of the seqloss ops (``torch.ops.seqloss.<name>``) with a kernel for `device_type`."""
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+    if key is None or not available(device_type):
+        return []
+    names = sorted(name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names()
+                   if name.startswith("seqloss::"))
+    return [name for name in names if torch._C._dispatch_has_kernel_for_dispatch_key(f"seqloss::{name}", key)]
+
+
+if not CPU_AVAILABLE and os.environ.get("SEQLOSS_BACKEND") != "torch":
+    warnings.warn(unavailable_message("cpu"), RuntimeWarning, stacklevel=2)
 
 
 if CPU_AVAILABLE:
@@ -144,3 +205,8 @@ def ctc_viterbi(e, ext, target_lengths, input_lengths, blank: int):
     ends in the final blank rather than the last label.
     """
     return torch.ops.seqloss.ctc_viterbi(e, ext, target_lengths, input_lengths, blank)
+
+
+def ssnt_lattice(token, choose, source_lengths, target_lengths):
+    """Native fused SSNT pass (CPU): log P (B,), d log P / d token and d log P / d choose (B, J, S)."""
+    return torch.ops.seqloss.ssnt_lattice(token, choose, source_lengths, target_lengths)

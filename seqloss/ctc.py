@@ -57,7 +57,7 @@ def _prepare(log_probs, targets, input_lengths, target_lengths, blank, reduction
         _checks.check_lengths("target_lengths", target_lengths, batch, targets.shape[1], "targets.shape[1]")
     else:
         raise ValueError(f"targets must be 2-D (padded) or 1-D (concatenated), got shape {tuple(targets.shape)}")
-    _checks.check_target_values(targets, target_lengths, num_classes, None)
+    _checks.check_target_values(targets, target_lengths, num_classes, blank)
     valid = torch.arange(targets.shape[1], device=device) < target_lengths.unsqueeze(1)
     targets = torch.where(valid, targets, blank)  # padding never reaches a gather out of range
     return log_probs, targets, input_lengths, target_lengths, blank, unbatched
@@ -121,11 +121,15 @@ class _CTCFunction(torch.autograd.Function):
             log_p, *state = transducer_occupancy(blank_s, emit_s, input_lengths, target_lengths,
                                                  emit_advances_time=True,
                                                  marginals=_backend.transducer_marginals(backend))
+            bad = _checks.invalid_utterances(0, blank_s, emit_s)
+            state = [_checks.poison(bad, occupancy) for occupancy in state]
         else:
             ext = ctc_lattice.extended_labels(targets, blank)
             e = ctc_lattice.emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
             log_p, gamma = _backend.ctc_occupancy(backend)(e, ext, target_lengths, input_lengths, blank)
-            state = [gamma, ext]
+            bad = _checks.invalid_utterances(1, e)
+            state = [_checks.poison(bad, gamma, 1), ext]
+        log_p = _checks.poison(bad, log_p)  # NaN in, NaN out, whatever the backend's recursion makes of it
         ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, *state)
         ctx.config = (blank, zero_infinity, simple)
         return torch.where(torch.isinf(log_p), 0.0, -log_p) if zero_infinity else -log_p
@@ -174,7 +178,11 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
             (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
 
     Unlike torch's, the gradient treats log_probs as free scores (right for unnormalised input),
-    double backward works, and results are deterministic on every device.
+    double backward works, and results are deterministic on every device. Targets must not
+    contain the blank id (within target_lengths). No frames (T = 0 or input_lengths[b] = 0) give
+    loss 0 for an empty target and +inf otherwise. A NaN or +inf among the scores the loss reads
+    (the blank's and the target's log_probs on each utterance's frames) makes that utterance's
+    loss and gradient NaN, on both backends; -inf is a valid score.
     """
     return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
                        simple=False, backend=backend)
@@ -188,7 +196,8 @@ def simple_ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, 
         loss = -alpha_{T_b}(L_b)
 
     Repeats are not merged, so no blank is needed between equal labels; L > T is infeasible (+inf,
-    or 0 with zero_infinity). Same arguments, shapes and reductions as :func:`ctc_loss`.
+    or 0 with zero_infinity). Same arguments, shapes, reductions, target rule and NaN rule as
+    :func:`ctc_loss`.
     """
     return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
                        simple=True, backend=backend)

@@ -146,6 +146,15 @@ def _lattice_scores(x2d, targets, logit_lengths, target_lengths, blank, fused, f
     return lse, blank_s, emit_s, row_targets
 
 
+def _invalid_rows(lse, layout: _Layout, logit_lengths, target_lengths):
+    """(B,) bool: a valid lattice row (t < T_b, u <= U_b) whose log-sum-exp is NaN or +inf (a NaN or +inf logit)."""
+    grid = _to_grid(lse, layout, fill=0.0)
+    t = torch.arange(layout.grid[1], device=lse.device).view(1, -1, 1)
+    u = torch.arange(layout.grid[2], device=lse.device).view(1, 1, -1)
+    valid = (t < logit_lengths.view(-1, 1, 1)) & (u <= target_lengths.view(-1, 1, 1))
+    return (valid & (torch.isnan(grid) | torch.isposinf(grid))).flatten(1).any(1)
+
+
 def _flatten(logits):
     return logits.reshape(-1, logits.shape[-1])
 
@@ -171,6 +180,11 @@ class _TransducerFunction(torch.autograd.Function):
             layout)
         log_p, occ_blank, occ_emit = transducer_occupancy(blank_s, emit_s, logit_lengths, target_lengths,
                                                           one_per_frame, marginals=_backend.transducer_marginals(backend))
+        # NaN in, NaN out on every backend: a NaN or +inf score, or logit of a valid row (through lse)
+        bad = _checks.invalid_utterances(0, blank_s, emit_s)
+        if fused:
+            bad = bad | _invalid_rows(lse, layout, logit_lengths, target_lengths)
+        log_p, occ_blank, occ_emit = (_checks.poison(bad, x) for x in (log_p, occ_blank, occ_emit))
         occ_emit = torch.nn.functional.pad(occ_emit, (0, 1))
         saved = [logits, targets, logit_lengths, target_lengths, _from_grid(occ_blank, layout),
                  _from_grid(occ_emit, layout), row_targets, layout.batch]
@@ -292,6 +306,9 @@ def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1
         fused_log_softmax: True takes logits; False takes log-probabilities (or any scores).
         backend: "native" (C++/CUDA lattice kernels) | "torch" (pure-PyTorch reference) | None
             (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
+            A NaN or +inf logit in a valid row (t < T_b, u <= U_b; with fused_log_softmax=False,
+            a NaN or +inf blank or target score there) makes that utterance's loss and gradient
+            NaN on both backends; -inf is a valid score.
         inplace_grad: opt-in; the backward pass writes the gradient over the logits' own storage
             (as optimized_transducer does) instead of allocating a second (B, T, U+1, V) tensor.
             The logits must be the output of an operation whose backward does not need them (the
@@ -312,7 +329,8 @@ def modified_rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1,
                            feasible when U_b <= T_b - 1;
         final_blank=False (k2's rnnt_type="modified"):             loss_b = -alpha(T_b, U_b), feasible when U_b <= T_b.
 
-    Infeasible utterances give +inf (and zero gradient). Other arguments as :func:`rnnt_loss`.
+    Infeasible utterances give +inf (and zero gradient). Other arguments, and the NaN rule, as
+    :func:`rnnt_loss`.
     """
     return _transducer_loss(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction,
                             fused_log_softmax, one_per_frame=True, final_blank=final_blank, backend=backend,

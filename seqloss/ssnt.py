@@ -15,7 +15,7 @@ dr/dq = -exp(q - r), i.e. occ_emit - exp(alpha + q + beta_next - log P) on the s
 """
 import torch
 
-from . import _backend, _checks
+from . import _backend, _checks, _ops
 from ._lattice.semiring import NEG_INF, occupancy
 from ._lattice.transducer import transducer_log_likelihood
 
@@ -102,8 +102,20 @@ def _ssnt_grads_generic(token, choose, source_lengths, target_lengths, backend):
 def _ssnt_grads(token, choose, source_lengths, target_lengths, backend):
     """log P, d log P / d token, d log P / d choose: one fused native pass on CPU, else the generic lattice."""
     if backend == "native" and token.device.type == "cpu":
-        return torch.ops.seqloss.ssnt_lattice(token, choose, source_lengths, target_lengths)
+        return _ops.ssnt_lattice(token, choose, source_lengths, target_lengths)
     return _ssnt_grads_generic(token, choose, source_lengths, target_lengths, backend)
+
+
+def _invalid_utterances(token, choose, source_lengths, target_lengths):
+    """(B,) bool: a NaN or +inf token score, or a NaN or positive log_p_choose (p > 1), within the lengths.
+
+    log(1 - p) is NaN for p > 1, so such an utterance's loss is NaN on both backends.
+    """
+    j = torch.arange(token.shape[1], device=token.device).view(1, -1, 1)
+    i = torch.arange(token.shape[2], device=token.device).view(1, 1, -1)
+    valid = (j < target_lengths.view(-1, 1, 1)) & (i < source_lengths.view(-1, 1, 1))
+    bad = torch.isnan(token) | torch.isposinf(token) | torch.isnan(choose) | (choose > 0)
+    return (valid & bad).flatten(1).any(1)
 
 
 class _SSNTFunction(torch.autograd.Function):
@@ -112,6 +124,8 @@ class _SSNTFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, token, choose, source_lengths, target_lengths, backend):
         log_p, grad_token, grad_choose = _ssnt_grads(token, choose, source_lengths, target_lengths, backend)
+        bad = _invalid_utterances(token, choose, source_lengths, target_lengths)
+        log_p, grad_token, grad_choose = (_checks.poison(bad, x) for x in (log_p, grad_token, grad_choose))
         ctx.save_for_backward(token, choose, source_lengths, target_lengths, grad_token, grad_choose)
         return -log_p
 
@@ -181,7 +195,9 @@ def ssnt_loss(log_probs, targets, log_p_choose, source_lengths, target_lengths, 
             (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
 
     No floor is applied: an unlikely target gives its true (large) loss and a non-zero gradient.
-    An empty target gives 0 when S_b = 1 and +inf otherwise.
+    An empty target gives 0 when S_b = 1 and +inf otherwise. Within the lengths, a NaN or +inf
+    target-token log-prob, or a NaN or positive log_p_choose, makes that utterance's loss and
+    gradient NaN on both backends; -inf is a valid score.
     """
     targets, source_lengths, target_lengths, packed = _prepare(log_probs, targets, log_p_choose, source_lengths,
                                                                target_lengths, reduction)

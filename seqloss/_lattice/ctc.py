@@ -50,6 +50,8 @@ def ctc_alpha(e: torch.Tensor, ext: torch.Tensor, target_lengths: torch.Tensor, 
               blank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward variables alpha (T, B, S) and log P (B,). Differentiable (used for double backward)."""
     num_frames, _, num_states = e.shape
+    if num_frames == 0:  # no frames: only the empty target has a path (the empty one)
+        return e.new_empty(e.shape), _empty_input_log_p(e, target_lengths)
     skip = _skip_allowed(ext, blank)
     state = torch.arange(num_states, device=e.device)
     alpha = torch.where(state < 2, e[0], NEG_INF)
@@ -64,14 +66,21 @@ def ctc_alpha(e: torch.Tensor, ext: torch.Tensor, target_lengths: torch.Tensor, 
     end = 2 * target_lengths
     log_p = log_add(last.gather(1, end.unsqueeze(1))[:, 0],
                     torch.where(end > 0, last.gather(1, (end - 1).clamp(min=0).unsqueeze(1))[:, 0], NEG_INF))
-    log_p = torch.where(input_lengths > 0, log_p, torch.where(target_lengths == 0, 0.0, NEG_INF))
+    log_p = torch.where(input_lengths > 0, log_p, _empty_input_log_p(e, target_lengths))
     return alphas, log_p
+
+
+def _empty_input_log_p(e: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+    """log P of an utterance without frames: 0 for an empty target, -inf otherwise."""
+    return torch.where(target_lengths == 0, 0.0, NEG_INF).to(e.dtype)
 
 
 def ctc_beta(e: torch.Tensor, ext: torch.Tensor, target_lengths: torch.Tensor, input_lengths: torch.Tensor,
              blank: int) -> torch.Tensor:
     """Backward variables beta (T, B, S), beta_t(s) = log P(frames t..T_b-1 | state s at t), incl. e_t(s)."""
     num_frames, _, num_states = e.shape
+    if num_frames == 0:
+        return e.new_empty(e.shape)
     skip_into = _shift(torch.where(_skip_allowed(ext, blank), 0.0, NEG_INF), -2)  # allowed s -> s+2
     state = torch.arange(num_states, device=e.device).unsqueeze(0)
     end = 2 * target_lengths.unsqueeze(1)

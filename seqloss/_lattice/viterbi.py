@@ -17,6 +17,9 @@ def ctc_viterbi(e: torch.Tensor, ext: torch.Tensor, target_lengths, input_length
     Returns (states (B, T) index into ext of the state at each frame, -1 past T_b; score (B,)).
     """
     num_frames, batch, num_states = e.shape
+    no_frames_score = torch.where(target_lengths == 0, 0.0, NEG_INF).to(e.dtype)
+    if num_frames == 0:  # no frames: the empty path, feasible for an empty target only
+        return torch.full((batch, 0), -1, dtype=torch.long, device=e.device), no_frames_score
     skip = _skip_allowed(ext, blank)
     state = torch.arange(num_states, device=e.device)
     best = torch.where(state < 2, e[0], NEG_INF)
@@ -37,6 +40,7 @@ def ctc_viterbi(e: torch.Tensor, ext: torch.Tensor, target_lengths, input_length
     before_end = torch.where(end > 0, final.gather(1, (end - 1).clamp(min=0).unsqueeze(1))[:, 0], NEG_INF)
     use_before = before_end > end_score
     score = torch.where(use_before, before_end, end_score)
+    score = torch.where(input_lengths > 0, score, no_frames_score)
     current = torch.where(use_before, end - 1, end)
     states = torch.full((batch, num_frames), -1, dtype=torch.long, device=e.device)
     for t in range(num_frames - 1, -1, -1):
