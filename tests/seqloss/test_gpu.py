@@ -184,9 +184,11 @@ def test_cuda_bf16_is_close_to_float32(name):
         torch.testing.assert_close(g.float(), r, rtol=2e-2, atol=2e-2)
 
 
-@pytest.mark.parametrize("name", ["ctc", "simple_ctc", "rnnt", "modified_rnnt", "ssnt"])
+@pytest.mark.parametrize("name", ["ctc", "rnnt", "ssnt"])
 def test_cuda_inductor_compile_matches_eager(name):
-    """torch.compile(fullgraph=True) with inductor (Triton kernels on CUDA) equals eager on CUDA."""
+    """torch.compile(fullgraph=True) with inductor (Triton kernels on CUDA) equals eager on CUDA (one
+    loss per lattice kernel: cold inductor compiles cost seconds each; tests/seqloss/test_compile.py
+    traces every loss whole on the CPU)."""
     torch._dynamo.reset()
     fn, inputs = _cases(torch.float32)[name]
     eager = _run(lambda *v: fn(*v).sum(), inputs, DEVICE)
