@@ -10,7 +10,8 @@ Steps, each in its own process with its output in <out>/<step>.log:
   builds it when nvcc is on the PATH);
 * ``gpu_tests``: ``pytest tests/seqloss/test_gpu.py`` (CPU == CUDA for every op and loss,
   determinism, bf16, torch.compile); on a GPU run every test must pass (none skipped); in the
-  CPU smoke run they are collected and must all report skipped;
+  CPU smoke run (which hides any GPU with CUDA_VISIBLE_DEVICES="") they are collected and must
+  all report skipped;
 * ``bench``: ``benchmarks/bench_gpu.py`` (seqloss vs torchaudio and torch's CTC, LibriSpeech-like
   shapes; tiny shapes on the CPU); fails when a seqloss loss fails or disagrees with its peer;
 * ``data``: prepares the embedded corpus (``train.py train=false test=false``; on the CPU a tiny one);
@@ -340,8 +341,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     mode = "cpu-smoke" if args.cpu_smoke else "gpu"
     print(f"[gpu_check] mode {mode}; logs in {out}", flush=True)
-    env_threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1" if args.cpu_smoke else "")}
-    os.environ.update({k: v for k, v in env_threads.items() if v})
+    if args.cpu_smoke:
+        # every step on the CPU, also where a GPU exists: the GPU tests must report skipped
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
     start = time.perf_counter()
     steps: list[Step] = []
