@@ -78,3 +78,20 @@ def test_tests_verdict():
     assert "1 failed" in driver.tests_verdict(dict(counts, skipped=0, failures=1), 1, cpu_smoke=False)
     assert "ran without a GPU" in driver.tests_verdict(dict(counts, skipped=17), 0, cpu_smoke=True)
     assert "no GPU tests" in driver.tests_verdict(dict(counts, tests=0, skipped=0), 5, cpu_smoke=True)
+
+
+def test_the_benchmark_fails_when_seqloss_disagrees_with_its_peer(monkeypatch):
+    import seqloss
+
+    spec = importlib.util.spec_from_file_location("bench_gpu", REPO / "benchmarks" / "bench_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    shape = dict(bench.TINY, vocabs=(16,))
+    rows, ok = bench.run(torch.device("cpu"), shape, warmup=0, reps=1, rtol=1e-3)
+    assert ok and all(r.get("agrees_with_seqloss", True) for r in rows)
+    real = seqloss.rnnt_loss
+    monkeypatch.setattr(seqloss, "rnnt_loss", lambda *a, **k: real(*a, **k) * 1.01)  # a 1% error
+    rows, ok = bench.run(torch.device("cpu"), shape, warmup=0, reps=1, rtol=1e-3)
+    assert not ok
+    wrong = [r for r in rows if r.get("agrees_with_seqloss") is False]
+    assert [(r["case"], r["impl"]) for r in wrong] == [("rnnt", "torchaudio")]
