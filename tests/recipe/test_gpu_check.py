@@ -95,3 +95,26 @@ def test_the_benchmark_fails_when_seqloss_disagrees_with_its_peer(monkeypatch):
     assert not ok
     wrong = [r for r in rows if r.get("agrees_with_seqloss") is False]
     assert [(r["case"], r["impl"]) for r in wrong] == [("rnnt", "torchaudio")]
+
+
+@pytest.mark.parametrize("cpu_smoke", [False, True])
+def test_the_train_command_lines_compose(cpu_smoke, tmp_path):
+    """The GPU run's command lines (which only a GPU machine executes) are valid configs here."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    driver = _load_driver()
+    args = driver.argparse.Namespace(cpu_smoke=cpu_smoke, train_time="00:00:01:00")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for loss in driver.LOSSES:
+            cfg = compose("train.yaml", overrides=driver.train_overrides(args, tmp_path, loss))
+            assert cfg.loss.name == loss and cfg.paths.log_dir == str(tmp_path / "logs")
+            if cpu_smoke:
+                assert cfg.trainer.accelerator == "cpu" and cfg.trainer.limit_train_batches == 3
+            else:
+                assert cfg.trainer.accelerator == "gpu" and cfg.trainer.max_time == "00:00:01:00"
+                assert cfg.data.root.endswith("corpora/synthetic-v2")  # the embedded corpus
+        decode_cfg = compose("decode.yaml", overrides=["device=cuda", "log_to_wandb=false"])
+        assert decode_cfg.device == "cuda"
+    GlobalHydra.instance().clear()
