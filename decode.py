@@ -1,9 +1,10 @@
-"""Decodes a trained model and writes WER files: `python decode.py [ckpt_path=...] [decoding=greedy|beam|viterbi] [device=cpu|cuda|cuda:N]`.
+"""Decodes a trained model and writes WER files:
+`python decode.py [ckpt_path=...] [decoding=greedy|beam|viterbi] [device=cpu|cuda|cuda:N]`.
 
 Loads the training run's resolved config (`<run>/config.yaml`), rebuilds its data module and
-model, loads (optionally averages) checkpoints, moves the model and each batch to the device (a CUDA
-GPU when one is available, like training; `device=` overrides), then either recognises the test/dev split
-(greedy or beam search) and writes `recogs-*`, `errs-*`, `wer-summary-*` and a JSON under
+model, loads (optionally averages) checkpoints, moves the model and each batch to the device (a
+CUDA GPU when one is available, like training; `device=` overrides), then either recognises the
+test/dev split (greedy or beam search) and writes `recogs-*`, `errs-*`, `wer-summary-*` and a JSON under
 `<run>/decode/`, or (decoding=viterbi) force-aligns the references and writes a CTM file and
 occupancy plots. Outputs are named by every setting, so nothing is overwritten.
 """
