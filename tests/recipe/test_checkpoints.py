@@ -171,6 +171,27 @@ def test_sigkill_while_writing_leaves_the_previous_checkpoint_bitwise(tmp_path):
     assert checkpoint_problem(leftovers[0]) is not None  # the killed write really was incomplete
     assert sorted(tmp_path.glob("*.ckpt")) == [path]  # and no checkpoint pattern picks it up
     assert torch.load(path, weights_only=False)["global_step"] == 1
+    # the next save of that checkpoint removes the dead writer's partial file
+    AtomicCheckpointIO().save_checkpoint({"global_step": 3}, path)
+    assert _names(tmp_path) == ["last.ckpt"]
+
+
+def test_partial_files_of_live_writers_and_other_hosts_are_kept(tmp_path):
+    import socket
+
+    from recipes.utils.checkpoint_io import remove_stale_partials
+
+    path = tmp_path / "best-[1].ckpt"  # a glob metacharacter in the name
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".{path.name}.{host}.{dead.pid}.abc.tmp"
+    live = tmp_path / f".{path.name}.{host}.{os.getppid()}.abc.tmp"
+    other_host = tmp_path / f".{path.name}.{host}-elsewhere.{dead.pid}.abc.tmp"
+    for partial in (stale, live, other_host):
+        partial.write_bytes(b"partial")
+    assert remove_stale_partials(path) == [stale]
+    assert not stale.exists() and live.exists() and other_host.exists()
 
 
 def _save(path: Path, step: int, mtime: float) -> Path:
