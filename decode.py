@@ -1,8 +1,10 @@
-"""Decodes a trained model and writes WER files: `python decode.py [ckpt_path=...] [decoding=greedy|beam|viterbi]`.
+"""Decodes a trained model and writes WER files:
+`python decode.py [ckpt_path=...] [decoding=greedy|beam|viterbi] [device=cpu|cuda|cuda:N]`.
 
 Loads the training run's resolved config (`<run>/config.yaml`), rebuilds its data module and
-model, loads (optionally averages) checkpoints, then either recognises the test/dev split
-(greedy or beam search) and writes `recogs-*`, `errs-*`, `wer-summary-*` and a JSON under
+model, loads (optionally averages) checkpoints, moves the model and each batch to the device (a
+CUDA GPU when one is available, like training; `device=` overrides), then either recognises the
+test/dev split (greedy or beam search) and writes `recogs-*`, `errs-*`, `wer-summary-*` and a JSON under
 `<run>/decode/`, or (decoding=viterbi) force-aligns the references and writes a CTM file and
 occupancy plots. Outputs are named by every setting, so nothing is overwritten.
 """
@@ -19,8 +21,51 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from recipes.decoding.alignment import ForcedAligner, ctm_lines, force_align, plot_alignment  # noqa: E402
 from recipes.decoding.wer_files import write_results  # noqa: E402
+from recipes.utils.checkpoints import checkpoint_problem, readable_checkpoints  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+
+def resolve_device(spec: str | None) -> torch.device:
+    """The device to decode on: `spec` (``cpu``, ``cuda``, ``cuda:N``, ``mps``), or for null/``auto``
+    a CUDA GPU when ``torch.cuda.is_available()`` and the CPU otherwise. Raises ValueError naming
+    `device` when it is not a device name or that device is not available here."""
+    if spec is None or str(spec) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(str(spec))
+    except RuntimeError as error:
+        raise ValueError(f"device={spec!r} is not a device name (use cpu, cuda, cuda:N or auto)") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={spec}: CUDA is not available on this machine (torch.cuda.is_available() is "
+                             f"False); use device=cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device={spec}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={spec}: MPS is not available on this machine; use device=cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"device={spec}: decoding runs on cpu, cuda or mps, not {device.type}")
+    return device
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """`batch` with every tensor moved to `device` (other entries, e.g. ids and texts, as they are)."""
+    return {key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+            for key, value in batch.items()}
+
+
+def _load_steps(paths) -> dict[Path, int]:
+    """global_step of each readable checkpoint of `paths`; unreadable ones are skipped with a warning."""
+    steps = {}
+    for path in readable_checkpoints(paths):
+        try:
+            steps[path] = torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+        except Exception as error:  # noqa: BLE001 - any failure to load means the file is unusable
+            log.warning(f"skipping unreadable checkpoint {path}: {type(error).__name__}: {error}")
+    return steps
 
 
 def newest_run(log_dir: Path) -> Path:
@@ -42,15 +87,29 @@ def select_checkpoints(cfg: DictConfig) -> tuple[Path, list[Path]]:
         chosen = Path(cfg.ckpt_path)
         if not chosen.is_file():
             raise FileNotFoundError(f"ckpt_path: no such file {chosen}")
+        problem = checkpoint_problem(chosen)
+        if problem:
+            raise ValueError(f"ckpt_path: cannot read checkpoint {chosen}: {problem}")
         run_dir = chosen.parent.parent
     else:
         run_dir = newest_run(Path(cfg.paths.log_dir))
-        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt")) if cfg.ckpt_path != "last" else []
-        chosen = best[-1] if best else run_dir / "checkpoints" / "last.ckpt"
+        folder = run_dir / "checkpoints"
+        # best (or last), then the run's other checkpoints newest first: an unreadable file
+        # (e.g. truncated by a crash) is skipped with a warning naming it
+        best = sorted(folder.glob("best-*.ckpt"), reverse=True) if cfg.ckpt_path != "last" else []
+        others = sorted((p for p in folder.glob("*.ckpt") if p not in best and p.name != "last.ckpt"),
+                        key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        candidates = [*best, folder / "last.ckpt", *others]
+        usable = readable_checkpoints(candidates)
+        if not usable:
+            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no readable checkpoint in {folder}; unreadable: "
+                                    f"{', '.join(str(p) for p in candidates)}")
+        chosen = usable[0]
     if cfg.avg == 1:
         return run_dir, [chosen]
-    steps = {p: torch.load(p, map_location="cpu", weights_only=False)["global_step"]
-             for p in (run_dir / "checkpoints").glob("*.ckpt")}
+    steps = _load_steps(sorted((run_dir / "checkpoints").glob("*.ckpt")))
+    if chosen not in steps:
+        raise ValueError(f"ckpt_path: cannot load checkpoint {chosen}")
     by_step = {steps[chosen]: chosen}  # one checkpoint per step: the chosen one, else the first by name
     for path in sorted(steps):
         if steps[path] <= steps[chosen]:
@@ -88,9 +147,10 @@ def decode(cfg: DictConfig) -> dict:
         torch.set_num_threads(cfg.num_threads)
     if cfg.split not in ("test", "dev"):
         raise ValueError(f"split must be 'test' or 'dev', got {cfg.split!r}")
+    device = resolve_device(cfg.get("device"))
     run_dir, checkpoints = select_checkpoints(cfg)
     train_cfg = OmegaConf.load(run_dir / "config.yaml")
-    log.info(f"run {run_dir}; checkpoints {[p.name for p in checkpoints]}")
+    log.info(f"run {run_dir}; checkpoints {[p.name for p in checkpoints]}; device {device}")
 
     datamodule = hydra.utils.instantiate(train_cfg.data)
     datamodule.prepare_data()
@@ -98,6 +158,7 @@ def decode(cfg: DictConfig) -> dict:
     loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
     model = hydra.utils.instantiate(train_cfg.model)
     model.load_state_dict(averaged_state_dict(checkpoints))
+    model.to(device)
     model.eval()
     tokenizer = datamodule.tokenizer
     decoder = hydra.utils.instantiate(cfg.decoding)
@@ -106,7 +167,7 @@ def decode(cfg: DictConfig) -> dict:
     frame_shift = 0.01 * getattr(model.transcriber, "stack", 1)
 
     if isinstance(decoder, ForcedAligner):
-        return _align(model, loader, tokenizer, decoder, out_dir, cfg, suffix, frame_shift, run_dir)
+        return _align(model, loader, tokenizer, decoder, out_dir, cfg, suffix, frame_shift, run_dir, device)
 
     results, audio_s, decode_s = [], 0.0, 0.0
     with torch.no_grad():
@@ -114,23 +175,27 @@ def decode(cfg: DictConfig) -> dict:
             if cfg.max_utterances is not None and len(results) >= cfg.max_utterances:
                 break
             start = time.perf_counter()
+            batch = to_device(batch, device)
             enc, lengths = model.encode(batch["features"], batch["feature_lengths"])
             hyps = decoder(model, enc, lengths)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # the time includes the queued kernels
             decode_s += time.perf_counter() - start
             audio_s += float(batch["durations"].sum())
             results += [(uid, ref, tokenizer.decode(h)) for uid, ref, h in zip(batch["ids"], batch["texts"], hyps)]
     settings = {"decoding": OmegaConf.to_container(cfg.decoding), "checkpoints": [str(p) for p in checkpoints],
-                "split": cfg.split, "loss": model.objective.name}
-    summary = write_results(out_dir, cfg.split, suffix, results, settings, real_time_factor=decode_s / max(audio_s, 1e-9))
+                "split": cfg.split, "loss": model.objective.name, "device": str(device)}
+    summary = write_results(out_dir, cfg.split, suffix, results, settings, real_time_factor=decode_s / max(audio_s, 1e-9),
+                            device=str(device))
     log.info(f"{cfg.split} WER {100 * summary['wer']:.2f}% ({summary['utterances']} utterances, "
-             f"RTF {summary['real_time_factor']:.3f}); files in {out_dir} with suffix {suffix}")
+             f"RTF {summary['real_time_factor']:.3f} on {device}); files in {out_dir} with suffix {suffix}")
     print(f"{model.objective.name} {cfg.split} WER {100 * summary['wer']:.2f}%  ({out_dir}/wer-summary-{cfg.split}-{suffix}.txt)")
     if cfg.log_to_wandb:
         _log_wandb(run_dir, {f"decode/{cfg.split}_wer_{suffix}": summary["wer"]})
     return summary
 
 
-def _align(model, loader, tokenizer, aligner, out_dir, cfg, suffix, frame_shift, run_dir) -> dict:
+def _align(model, loader, tokenizer, aligner, out_dir, cfg, suffix, frame_shift, run_dir, device) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     ctm_path = out_dir / f"ctm-{cfg.split}-{suffix}.ctm"
     plots, count, infeasible = [], 0, 0
@@ -138,7 +203,7 @@ def _align(model, loader, tokenizer, aligner, out_dir, cfg, suffix, frame_shift,
         for batch in loader:
             if cfg.max_utterances is not None and count >= cfg.max_utterances:
                 break
-            for alignment in force_align(model, batch):
+            for alignment in force_align(model, to_device(batch, device)):
                 count += 1
                 infeasible += int(alignment.score == float("-inf"))
                 ctm.writelines(line + "\n" for line in ctm_lines(alignment, tokenizer, frame_shift))
@@ -149,7 +214,8 @@ def _align(model, loader, tokenizer, aligner, out_dir, cfg, suffix, frame_shift,
     print(f"{model.objective.name} {cfg.split}: aligned {count} utterances -> {ctm_path}")
     if cfg.log_to_wandb and plots:
         _log_wandb(run_dir, {"decode/alignments": plots})
-    return {"utterances": count, "infeasible": infeasible, "ctm": str(ctm_path), "plots": [str(p) for p in plots]}
+    return {"utterances": count, "infeasible": infeasible, "ctm": str(ctm_path), "plots": [str(p) for p in plots],
+            "device": str(device)}
 
 
 def _log_wandb(run_dir: Path, values: dict) -> None:

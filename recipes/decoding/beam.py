@@ -185,7 +185,7 @@ def objective_log_likelihood(model, enc: torch.Tensor, hypotheses: list[list[int
     max_len = max(1, max(len(h) for h in hypotheses))
     targets = torch.zeros(count, max_len, dtype=torch.long, device=enc.device)
     for k, h in enumerate(hypotheses):
-        targets[k, : len(h)] = torch.tensor(h, dtype=torch.long)
+        targets[k, : len(h)] = torch.tensor(h, dtype=torch.long, device=enc.device)
     target_lengths = torch.tensor([len(h) for h in hypotheses], device=enc.device)
     enc = enc.expand(count, -1, -1)
     enc_lengths = torch.full((count,), enc.shape[1], device=enc.device)

@@ -6,7 +6,7 @@ For a test set ``<set>`` and a settings suffix ``<suffix>`` (e.g. ``greedy_epoch
 * ``errs-<set>-<suffix>.txt``     WER header, ins/del/sub counts, per-utterance alignments, and
   the most frequent substitutions, deletions and insertions;
 * ``wer-summary-<set>-<suffix>.txt``  one line: settings and WER;
-* ``results-<set>-<suffix>.json`` WER, CER, counts, utterances, real-time factor and settings.
+* ``results-<set>-<suffix>.json`` WER, CER, counts, utterances, real-time factor, device and settings.
 
 References and hypotheses are normalised with the one normaliser (``recipes.data.text``) and
 scored with the same alignment code as ``val/wer`` (``recipes.metrics.wer``).
@@ -25,8 +25,9 @@ def _char_counts(ref: str, hyp: str) -> EditCounts:
 
 
 def write_results(out_dir, set_name: str, suffix: str, results, settings: dict | None = None,
-                  real_time_factor: float | None = None) -> dict:
-    """Write the four files for ``results`` = [(utterance id, reference, hypothesis)]; return the summary."""
+                  real_time_factor: float | None = None, device: str | None = None) -> dict:
+    """Write the four files for ``results`` = [(utterance id, reference, hypothesis)]; return the summary
+    (``device``: where the hypotheses were computed, recorded as given)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = sorted((uid, normalize_text(ref), normalize_text(hyp)) for uid, ref, hyp in results)
@@ -74,7 +75,7 @@ def write_results(out_dir, set_name: str, suffix: str, results, settings: dict |
     summary = {
         "set": set_name, "suffix": suffix, "wer": words.wer, "cer": chars.wer, "utterances": len(rows),
         "ref_words": words.ref_words, "substitutions": words.substitutions, "deletions": words.deletions,
-        "insertions": words.insertions, "real_time_factor": real_time_factor, "settings": settings or {},
+        "insertions": words.insertions, "real_time_factor": real_time_factor, "device": device, "settings": settings or {},
     }
     with open(out_dir / f"results-{stem}.json", "w") as f:
         json.dump(summary, f, indent=2)

@@ -99,3 +99,60 @@ def test_averaged_state_dict_is_the_mean(tmp_path):
         paths.append(path)
     state = averaged_state_dict(paths)
     assert torch.equal(state["w"], torch.full((2,), 3.0)) and int(state["count"]) == 2
+
+
+def test_device_is_chosen_like_training_and_recorded(trained_run, monkeypatch):
+    import torch
+
+    _, log_dir, run_dir = trained_run
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    auto = _decode(log_dir, ["max_utterances=4"])
+    assert auto["device"] == expected and auto["settings"]["device"] == expected
+    stored = json.loads((run_dir / "decode" / f"results-test-{auto['suffix']}.json").read_text())
+    assert stored["device"] == expected
+    on_cpu = _decode(log_dir, ["device=cpu", "max_utterances=4"])
+    assert on_cpu["device"] == "cpu"
+    if expected == "cpu":  # the CPU run is the same decoding as the automatic choice here
+        assert on_cpu["wer"] == auto["wer"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device=cuda: CUDA is not available"):
+        _decode(log_dir, ["device=cuda"])
+    with pytest.raises(ValueError, match="device='gpu0' is not a device name"):
+        _decode(log_dir, ["device=gpu0"])
+
+
+def test_resolve_device_checks_the_index(monkeypatch):
+    import torch
+
+    from decode import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device(None) == torch.device("cuda") and resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match=r"device=cuda:1: this machine has 1 CUDA device"):
+        resolve_device("cuda:1")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_truncated_last_ckpt_is_skipped_with_a_warning(trained_run, tmp_path, caplog):
+    import logging
+    import shutil
+
+    _, log_dir, run_dir = trained_run
+    copy = tmp_path / "logs"
+    shutil.copytree(log_dir, copy)
+    copied_run = copy / run_dir.relative_to(log_dir)
+    last = copied_run / "checkpoints" / "last.ckpt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])  # as a crash in a non-atomic write would leave it
+    with caplog.at_level(logging.WARNING):
+        summary = _decode(copy, ["ckpt_path=last", "avg=2", "max_utterances=4"])
+    assert f"skipping unreadable checkpoint {last}" in caplog.text
+    used = [Path(p) for p in summary["settings"]["checkpoints"]]
+    assert last not in used and len(used) == 2 and all(p.parent == last.parent for p in used)
+    with pytest.raises(ValueError, match=f"cannot read checkpoint {last}"):
+        _decode(copy, [f"ckpt_path={last}"])
+    for path in (copied_run / "checkpoints").glob("*.ckpt"):
+        path.write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no readable checkpoint"):
+        _decode(copy, ["ckpt_path=last"])
