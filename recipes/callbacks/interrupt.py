@@ -61,6 +61,8 @@ class InterruptCheckpoint(L.Callback):
         self.signals = [_signal_number(name) for name in signals]
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._logger_step: int | None = None  # written into the checkpoint this callback saves
+        self._restore_logger_step: int | None = None  # read from the checkpoint resumed from
 
     @property
     def ckpt_path(self) -> str:
@@ -108,8 +110,20 @@ class InterruptCheckpoint(L.Callback):
                 self.received = signal.SIGTERM
         return stop
 
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self._logger_step is None else {"logger_step": self._logger_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restore_logger_step = state_dict.get("logger_step")
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        if self._restore_logger_step is not None:
+            # Lightning adds one to the loggers' step count on restart unless it recognises the
+            # checkpoint as written after a finished batch; after a validation it does not, and
+            # every logged step would move by one. This checkpoint's count is exact: keep it.
+            trainer.fit_loop.epoch_loop._batches_that_stepped = self._restore_logger_step
+            self._restore_logger_step = None
         if batch_idx == 0 or not self._stop_requested(trainer):
             return
         progress = trainer.fit_loop.epoch_loop.batch_progress
@@ -118,10 +132,12 @@ class InterruptCheckpoint(L.Callback):
         progress.current.ready -= 1
         progress.total.ready -= 1
         progress.is_last_batch = False
+        self._logger_step = trainer.fit_loop.epoch_loop._batches_that_stepped
         try:
             trainer.save_checkpoint(self.ckpt_path)
         finally:
             progress.current.ready, progress.total.ready, progress.is_last_batch = saved
+            self._logger_step = None
         name = signal.Signals(self.received).name
         log.warning("%s: saved %s at step %d; resume with ckpt_path=last (or ckpt_path=%s)",
                     name, self.ckpt_path, trainer.global_step, self.ckpt_path)
