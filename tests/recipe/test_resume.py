@@ -91,33 +91,39 @@ def test_two_uninterrupted_runs_are_equal(tiny_corpus, reference, tmp_path):
     assert step_losses(run_dir) == reference[1]
 
 
-# (signal, when, step, expected exit status, checkpoint to resume from, loader workers)
+# (signal, when, step, expected exit status, checkpoint to resume from, loader workers, overrides);
+# validation does not draw from the training's random streams, so runs validating only at epoch
+# ends (the default cadence, where last.ckpt is written by on_train_epoch_end) end equal too
 STOPS = {
     "sigint_mid_epoch": ("SIGINT", "step", 3, 130, "last", 0),
     "sigterm_in_validation": ("SIGTERM", "validation", 4, 143, "last", 0),
     "sigusr1_mid_epoch_workers": ("SIGUSR1", "step", 7, 138, "last", 1),
     "sigkill_after_mid_epoch_checkpoint": ("SIGKILL", "after_checkpoint", 2, -signal.SIGKILL, "last", 0),
     "sigkill_after_epoch_end_checkpoint": ("SIGKILL", "after_checkpoint", 5, -signal.SIGKILL, "last", 1),
+    "sigkill_after_epoch_end_default_cadence": ("SIGKILL", "after_checkpoint", 5, -signal.SIGKILL, "last", 1,
+                                                "trainer.val_check_interval=null"),
+    "sigkill_resume_epoch_checkpoint": ("SIGKILL", "after_checkpoint", 10, -signal.SIGKILL, "epoch001.ckpt", 0,
+                                        "trainer.val_check_interval=null"),
 }
 
 
 @pytest.mark.parametrize("case", list(STOPS))
 def test_stop_and_resume_is_exact(case, tiny_corpus, reference, tmp_path):
-    name, when, step, status, resume_from, workers = STOPS[case]
+    name, when, step, status, resume_from, workers, *overrides = STOPS[case]
     # test=true: a run stopped by a signal must not go on to the test stage
     stopped, stopped_dir = train_process(tiny_corpus, tmp_path, "stopped", *signal_at(name, step, when), "test=true",
-                                         num_workers=workers)
+                                         *overrides, num_workers=workers)
     assert stopped.returncode == status, stopped.stderr[-3000:]
-    ckpt = stopped_dir / "checkpoints" / "last.ckpt"
+    ckpt = stopped_dir / "checkpoints" / ("last.ckpt" if resume_from == "last" else resume_from)
     assert ckpt.exists()
     if name != "SIGKILL":
-        assert f"{name}: saved {ckpt}" in stopped.stdout + stopped.stderr
+        assert f"{name}: saved {stopped_dir / 'checkpoints' / 'last.ckpt'}" in stopped.stdout + stopped.stderr
         assert "test/wer" not in (stopped_dir / "csv" / "metrics.csv").read_text()
     stopped_at = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
     assert 0 < stopped_at < 15
 
     arg = "ckpt_path=last" if resume_from == "last" else f"ckpt_path={stopped_dir / 'checkpoints' / resume_from}"
-    resumed, resumed_dir = train_process(tiny_corpus, tmp_path, "resumed", arg, num_workers=workers)
+    resumed, resumed_dir = train_process(tiny_corpus, tmp_path, "resumed", arg, *overrides, num_workers=workers)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {ckpt}" in resumed.stdout + resumed.stderr
 
