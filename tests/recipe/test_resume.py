@@ -74,13 +74,25 @@ def final_state(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_corpus, tmp_path_factory):
-    """The uninterrupted run (no loader workers): its final state and per-step losses."""
-    process, run_dir = train_process(tiny_corpus, tmp_path_factory.mktemp("reference"), "full")
-    assert process.returncode == 0, process.stderr[-3000:]
-    losses = step_losses(run_dir)
-    assert sorted(losses) == list(range(15))
-    return final_state(run_dir), losses
+def references(tiny_corpus, tmp_path_factory):
+    """overrides -> the uninterrupted run's (no loader workers) final state and per-step losses."""
+    cache = {}
+
+    def get(*overrides: str):
+        if overrides not in cache:
+            process, run_dir = train_process(tiny_corpus, tmp_path_factory.mktemp("reference"), "full", *overrides)
+            assert process.returncode == 0, process.stderr[-3000:]
+            losses = step_losses(run_dir)
+            assert sorted(losses) == list(range(15))
+            cache[overrides] = final_state(run_dir), losses
+        return cache[overrides]
+
+    return get
+
+
+@pytest.fixture
+def reference(references):
+    return references()
 
 
 def test_two_uninterrupted_runs_are_equal(tiny_corpus, reference, tmp_path):
@@ -92,8 +104,8 @@ def test_two_uninterrupted_runs_are_equal(tiny_corpus, reference, tmp_path):
 
 
 # (signal, when, step, expected exit status, checkpoint to resume from, loader workers, overrides);
-# validation does not draw from the training's random streams, so runs validating only at epoch
-# ends (the default cadence, where last.ckpt is written by on_train_epoch_end) end equal too
+# with overrides (validation at epoch ends only: the default cadence, where last.ckpt is written
+# by on_train_epoch_end) the reference is an uninterrupted run with the same overrides
 STOPS = {
     "sigint_mid_epoch": ("SIGINT", "step", 3, 130, "last", 0),
     "sigterm_in_validation": ("SIGTERM", "validation", 4, 143, "last", 0),
@@ -108,8 +120,9 @@ STOPS = {
 
 
 @pytest.mark.parametrize("case", list(STOPS))
-def test_stop_and_resume_is_exact(case, tiny_corpus, reference, tmp_path):
+def test_stop_and_resume_is_exact(case, tiny_corpus, references, tmp_path):
     name, when, step, status, resume_from, workers, *overrides = STOPS[case]
+    reference = references(*overrides)
     # test=true: a run stopped by a signal must not go on to the test stage
     stopped, stopped_dir = train_process(tiny_corpus, tmp_path, "stopped", *signal_at(name, step, when), "test=true",
                                          *overrides, num_workers=workers)
