@@ -17,6 +17,7 @@ import torch  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
+from recipes.callbacks.interrupt import InterruptCheckpoint, Preempted  # noqa: E402
 from recipes.utils import find_last_checkpoint, instantiate_callbacks, instantiate_loggers, task_wrapper  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,25 @@ def save_resolved_config(resolved: dict, output_dir: Path) -> None:
     OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml")
 
 
+def check_decoding(cfg: DictConfig) -> None:
+    """Refuses a `decoding` config that cannot decode during validation (forced alignment)."""
+    target = str(cfg.get("decoding", {}).get("_target_", ""))
+    if target.endswith("ForcedAligner"):
+        raise ValueError(
+            f"decoding={target.rsplit('.', 1)[-1]} (conf/decoding/viterbi.yaml) aligns the references, it does not "
+            "recognise speech, so it cannot score validation WER: train with decoding=greedy (the default) and "
+            "run the alignment with `python decode.py decoding=viterbi ckpt_path=...`")
+
+
 @task_wrapper
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fits (and tests) the configured model; returns (metrics, objects)."""
+    """Fits (and tests) the configured model; returns (metrics, objects).
+
+    A signal handled by `InterruptCheckpoint` (SIGINT, SIGTERM, SIGUSR1 by default) ends the fit
+    with a checkpoint and raises `Preempted` (a SystemExit with status 128 + signal number): the
+    test stage does not run.
+    """
+    check_decoding(cfg)
     if cfg.get("num_threads"):
         torch.set_num_threads(cfg.num_threads)
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", False)))
@@ -76,6 +93,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         if ckpt_path:
             log.info(f"resuming from {ckpt_path}")
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        for callback in callbacks:
+            # a signal that came during the last step, after the last stopping point
+            if isinstance(callback, InterruptCheckpoint) and callback.received is not None:
+                trainer.save_checkpoint(callback.ckpt_path)
+                log.warning("signal %d after the last step: saved %s", callback.received, callback.ckpt_path)
+                raise Preempted(callback.received, callback.ckpt_path)
     metrics = dict(trainer.callback_metrics)
 
     if cfg.get("test"):

@@ -226,14 +226,20 @@ class ASRDataModule(lightning.LightningDataModule):
         """Return the training sampler's position: ``{"epoch", "batches_consumed"}``.
 
         Under a trainer the consumed count is the training loop's processed batches of the
-        current epoch, which excludes batches that loader workers fetched ahead.
+        current epoch, which excludes batches that loader workers fetched ahead. An epoch the
+        trainer has finished (``num_training_batches`` processed, fewer than the sampler's with
+        ``limit_train_batches``) is saved as the start of the next one: Lightning names the
+        finished epoch or the next one depending on the hook that saves, and a data loader with
+        workers starts iterating the sampler before Lightning selects the epoch.
         """
         if self._train_sampler is None:
             return {}
-        consumed = None
-        if self.trainer is not None:
-            consumed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return self._train_sampler.state_dict(consumed)
+        if self.trainer is None:
+            return self._train_sampler.state_dict()
+        state = self._train_sampler.state_dict(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        if state["batches_consumed"] >= self.trainer.num_training_batches:
+            state = {"epoch": state["epoch"] + 1, "batches_consumed": 0}
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Resume the training sampler at ``state_dict`` (applied when its loader is built)."""

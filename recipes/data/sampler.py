@@ -55,7 +55,7 @@ class DurationBucketSampler(torch.utils.data.Sampler):
         self.num_buckets, self.shuffle, self.seed = num_buckets, shuffle, seed
         self.drop_last, self.num_replicas, self.rank = drop_last, num_replicas, rank
         self.epoch = 0
-        self._resume_at = (0, 0)  # (epoch, batches to skip) for the next iteration of that epoch
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches to skip) of the next iteration
         self._yielded = 0
         self._batches, self.num_too_long = self._pack()
         if self.num_too_long:
@@ -88,8 +88,16 @@ class DurationBucketSampler(torch.utils.data.Sampler):
         return batches, len(order) - len(fitting)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose batch order the next iteration yields (Lightning calls this)."""
-        self.epoch = int(epoch)
+        """Select the epoch whose batch order the next iteration yields (Lightning calls this).
+
+        While a resume position is pending (after :meth:`load_state_dict`, before the iteration
+        that uses it), an earlier epoch is ignored: Lightning restarting from a checkpoint written
+        after the last batch of an epoch may still name that finished epoch.
+        """
+        epoch = int(epoch)
+        if self._resume_at is not None and epoch < self._resume_at[0]:
+            return
+        self.epoch = epoch
 
     def batches(self, epoch: int) -> list[list[int]]:
         """Return this rank's batches of ``epoch`` in order (without any resume skipping)."""
@@ -103,8 +111,8 @@ class DurationBucketSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, list[int]]]:
         epoch = self.epoch
-        skip = self._resume_at[1] if self._resume_at[0] == epoch else 0
-        self._resume_at = (0, 0)
+        skip = self._resume_at[1] if self._resume_at is not None and self._resume_at[0] == epoch else 0
+        self._resume_at = None
         self._yielded = skip
         for batch in self.batches(epoch)[skip:]:
             self._yielded += 1
@@ -121,12 +129,18 @@ class DurationBucketSampler(torch.utils.data.Sampler):
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Resume at ``state``: the next iteration of its epoch yields the remaining batches.
 
-        The epoch is selected too; if the caller then moves to a later epoch (a checkpoint taken
-        at the end of an epoch), that epoch is iterated in full.
+        The epoch is selected too, so that an iterator created before the caller's
+        :meth:`set_epoch` (a prefetching data loader with workers starts iterating at once)
+        already yields the right batches. A finished epoch (all its batches consumed) resumes at
+        the start of the next one; if the caller moves to a later epoch, that epoch is iterated
+        in full.
         """
         consumed = int(state["batches_consumed"])
         if not 0 <= consumed <= self._num_batches:
             raise ValueError(f"state: batches_consumed must be in [0, {self._num_batches}], "
                              f"got {consumed}")
-        self.epoch = int(state["epoch"])
-        self._resume_at = (self.epoch, consumed)
+        epoch = int(state["epoch"])
+        if consumed == self._num_batches:  # a finished epoch: the next one starts from its first batch
+            epoch, consumed = epoch + 1, 0
+        self.epoch = epoch
+        self._resume_at = (epoch, consumed)

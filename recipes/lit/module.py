@@ -2,9 +2,11 @@
 import logging
 from typing import Any, Callable
 
+import random
+
 import lightning as L
+import numpy as np
 import torch
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from torch import nn
 
 import seqloss
@@ -73,7 +75,10 @@ class ASRLitModule(L.LightningModule):
         self.tokenizer = None
         self.skipped_batches = 0
         self._batch: dict | None = None
-        self._rng_to_restore: dict | None = None
+        self._skipped_this_batch = False
+        # the seed of the per-batch RNG streams (see on_train_batch_start): the global seed the
+        # model was built under, and the checkpoint's on resume
+        self.rng_seed = torch.initial_seed()
         self._wer_counts = {"val": EditCounts(), "test": EditCounts()}
 
     # ---------------------------------------------------------------- forward pieces
@@ -109,11 +114,15 @@ class ASRLitModule(L.LightningModule):
             self.tokenizer = datamodule.tokenizer
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        # The RNG state of an exact resume is restored here, after Lightning has rebuilt the
-        # dataloaders (which draws from the global RNG), at the point where it was saved.
-        if self._rng_to_restore is not None:
-            _set_rng_states(_from_checkpoint_rng(self._rng_to_restore))
-            self._rng_to_restore = None
+        # Every training batch draws its random numbers (dropout, ...) from the torch, numpy and
+        # Python RNGs seeded from (seed, epoch, batch index). Between two batches the global RNGs
+        # are also drawn from by things whose count depends on the run's history, not on the
+        # training position: each data-loader iterator draws its base seed when it is created,
+        # and a persistent-worker loader only once per process, so a resumed run draws at other
+        # times than an uninterrupted one; a sanity check may or may not run. Keying the streams
+        # on the position makes a resumed run's batches draw what an uninterrupted run's did.
+        seed_batch(self.rng_seed, self.trainer.current_epoch, batch_idx)
+        self._skipped_this_batch = False
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         self._batch = batch  # for the out-of-memory message of backward
@@ -128,8 +137,13 @@ class ASRLitModule(L.LightningModule):
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if not finite:
             # Returning None makes Lightning skip backward and the update; every rank agrees.
+            # Nothing is logged for it here: Lightning would write this step's row of the
+            # loggers with it; the count appears with the next finite batch.
             self.skipped_batches += 1
-            self.log("train/skipped_batches", float(self.skipped_batches))
+            self._skipped_this_batch = True
+            log.warning("skipped batch %d of epoch %d (step %d, skipped so far: %d): %s",
+                        batch_idx, self.current_epoch, self.global_step, self.skipped_batches,
+                        _describe_losses(batch["ids"], nll, aux))
             return None
         batch_size = batch["features"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -202,27 +216,42 @@ class ASRLitModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
+    def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
+        # a skipped batch took no optimizer step, so it takes no scheduler step either
+        if self._skipped_this_batch:
+            return
+        super().lr_scheduler_step(scheduler, metric)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["skipped_batches"] = self.skipped_batches
-        checkpoint["rng_states"] = _rng_states()
+        checkpoint["rng_seed"] = self.rng_seed
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skipped_batches = checkpoint.get("skipped_batches", 0)
-        self._rng_to_restore = checkpoint.get("rng_states")
+        self.rng_seed = checkpoint.get("rng_seed", self.rng_seed)
 
 
-def _rng_states() -> dict:
-    """Every RNG state, as types that `torch.load(weights_only=True)` accepts (numpy's key as a tensor)."""
-    states = _collect_rng_states()
-    kind, key, pos, has_gauss, gauss = states["numpy"]
-    states["numpy"] = (kind, torch.from_numpy(key.copy()), pos, has_gauss, gauss)
-    return states
+def seed_batch(seed: int, epoch: int, batch_idx: int) -> None:
+    """Seeds torch (CPU and CUDA), numpy and `random` from (seed, epoch, batch_idx)."""
+    state = np.random.SeedSequence([seed % 2**63, epoch, batch_idx]).generate_state(2, np.uint32)
+    value = (int(state[0]) << 32 | int(state[1])) % 2**63
+    torch.manual_seed(value)
+    np.random.seed(int(state[0]))
+    random.seed(value)
 
 
-def _from_checkpoint_rng(states: dict) -> dict:
-    """Inverse of `_rng_states`."""
-    kind, key, pos, has_gauss, gauss = states["numpy"]
-    return {**states, "numpy": (kind, key.numpy(), pos, has_gauss, gauss)}
+def _describe_losses(ids: list[str], nll: torch.Tensor, aux: torch.Tensor | None) -> str:
+    """`id=loss` for each utterance of a skipped batch, the non-finite ones first and marked."""
+    nll = nll.detach().float().cpu().tolist()
+    aux = aux.detach().float().cpu().tolist() if aux is not None else [0.0] * len(nll)
+    parts = []
+    for utt, value, extra in zip(ids, nll, aux):
+        bad = not (np.isfinite(value) and np.isfinite(extra))
+        text = f"{utt}={value:.4g}" + (f" (aux ctc {extra:.4g})" if aux is not None and not np.isfinite(extra) else "")
+        parts.append((not bad, ("NON-FINITE " if bad else "") + text))
+    names = [utt for utt, value, extra in zip(ids, nll, aux) if not (np.isfinite(value) and np.isfinite(extra))]
+    head = f"non-finite loss for {', '.join(names)}" if names else "non-finite batch mean of finite losses"
+    return head + "; losses: " + ", ".join(text for _, text in sorted(parts, key=lambda p: p[0]))
 
 
 def _oom_message(batch: dict) -> str:

@@ -69,7 +69,8 @@ def test_state_at_end_of_epoch_moves_on_to_the_next_epoch():
     sampler = DurationBucketSampler(DURATIONS, 20.0)
     resumed = DurationBucketSampler(DURATIONS, 20.0)
     resumed.load_state_dict({"epoch": 0, "batches_consumed": len(sampler)})
-    assert [b for _, b in resumed] == []
+    # the next iteration is epoch 1's, before any set_epoch (loader workers iterate at once)
+    assert [b for _, b in resumed] == sampler.batches(1)
     assert _epoch(resumed, 1) == _epoch(sampler, 1)
     with pytest.raises(ValueError, match="batches_consumed"):
         resumed.load_state_dict({"epoch": 0, "batches_consumed": len(sampler) + 1})
@@ -96,3 +97,18 @@ def test_bad_arguments_are_named():
         DurationBucketSampler(DURATIONS, 20.0, num_replicas=2, rank=2)
     with pytest.raises(ValueError, match="durations"):
         DurationBucketSampler([30.0], 20.0)
+
+
+def test_finished_epoch_resumes_at_next_epoch_even_before_set_epoch():
+    """A loader with workers iterates the sampler before Lightning calls set_epoch: a state whose
+    epoch is finished must already yield the next epoch, and set_epoch(finished epoch) is ignored."""
+    durations = [1.0 + 0.1 * i for i in range(40)]
+    reference = DurationBucketSampler(durations, 4.0, num_buckets=2, seed=3)
+    sampler = DurationBucketSampler(durations, 4.0, num_buckets=2, seed=3)
+    sampler.load_state_dict({"epoch": 2, "batches_consumed": len(sampler)})
+    assert [b for _, b in sampler] == reference.batches(3)
+    sampler.load_state_dict({"epoch": 2, "batches_consumed": len(sampler)})
+    sampler.set_epoch(2)  # Lightning naming the finished epoch
+    assert sampler.epoch == 3 and [b for _, b in sampler] == reference.batches(3)
+    sampler.set_epoch(4)  # a later epoch is taken in full
+    assert [b for _, b in sampler] == reference.batches(4)

@@ -160,27 +160,52 @@ def test_wandb_and_csv_hold_perf_metrics(tiny_data_overrides, tmp_path):
     assert 0.0 <= metrics["test/wer"]
 
 
-def test_non_finite_batches_are_skipped(tiny_data_overrides, tmp_path, monkeypatch):
+def test_non_finite_batches_are_skipped(tiny_data_overrides, tmp_path, monkeypatch, caplog):
+    """A batch with an infinite utterance loss: no update, no scheduler step, one log line naming the
+    utterance, no metrics.csv row repeating the previous step's values."""
     from recipes.lit.module import ASRLitModule
 
     original = ASRLitModule.losses
     calls = {"train": 0}
+    poisoned_ids = []
 
     def poisoned(self, batch):
         loss, aux = original(self, batch)
         if self.training:
             calls["train"] += 1
-            if calls["train"] == 2:
-                return loss * float("nan"), aux
+            if calls["train"] == 2:  # as an utterance with too few frames for its tokens would be
+                poisoned_ids.extend(batch["ids"])
+                loss = loss.clone()
+                loss[0] = float("inf")
         return loss, aux
 
     monkeypatch.setattr(ASRLitModule, "losses", poisoned)
-    cfg = compose_train(["loss=rnnt", "logger=none", "test=false", "trainer.max_steps=4", "trainer.max_epochs=-1",
+    cfg = compose_train(["loss=rnnt", "logger=csv", "test=false", "trainer.max_steps=4", "trainer.max_epochs=-1",
                          "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"], tmp_path, tiny_data_overrides)
-    metrics, objects = train(cfg)
-    assert objects["model"].skipped_batches == 1
+    with caplog.at_level("WARNING", logger="recipes.lit.module"):
+        metrics, objects = train(cfg)
+    model, trainer = objects["model"], objects["trainer"]
+    assert model.skipped_batches == 1
     assert metrics["train/skipped_batches"] == 1.0
-    assert all(torch.isfinite(p).all() for p in objects["model"].parameters())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert trainer.global_step == 4
+    # the scheduler stepped with the optimizer only: 4 steps for 5 batches
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 4
+    lines = [r.getMessage() for r in caplog.records if "skipped batch" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"non-finite loss for {poisoned_ids[0]};" in lines[0]
+    assert all(utt in lines[0] for utt in poisoned_ids)
+    rows = [row for row in _csv_rows(Path(cfg.paths.output_dir)) if row.get("train/loss")]
+    assert [int(row["step"]) for row in rows] == [0, 1, 2, 3]
+    assert len({row["train/loss"] for row in rows}) == 4  # no step repeats another's loss
+
+
+def test_viterbi_decoding_is_refused_before_data_preparation(tmp_path):
+    # no data overrides: the default corpus is absent, so reaching data preparation would be slow
+    cfg = compose_train(["decoding=viterbi"], tmp_path)
+    with pytest.raises(ValueError, match=r"decode\.py decoding=viterbi"):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir).exists()
 
 
 def test_command_line_run_directory_and_resume(tiny_data_overrides, tmp_path):
