@@ -18,6 +18,7 @@ from recipes.data.features import SAMPLE_RATE, GlobalCMVN, load_or_estimate_cmvn
 from recipes.data.manifest import Utterance, read_manifests
 from recipes.data.sampler import DurationBucketSampler
 from recipes.data.text import normalize_text
+from recipes.data.tokenizer import encode_transcripts
 
 log = logging.getLogger(__name__)
 PARTS = ("train", "dev", "test")
@@ -157,7 +158,7 @@ class ASRDataModule(lightning.LightningDataModule):
     def _dataset(self, part: str, utterances: Sequence[Utterance]) -> ASRBatchDataset:
         training = part == "train"
         texts = [normalize_text(u.text) for u in utterances]
-        targets = [self.tokenizer.encode(text) for text in texts]
+        targets = encode_transcripts(self.tokenizer, utterances, texts)
         fastest = max(self.speed_factors) if training else 1.0
         kept, too_short, too_long = [], 0, 0
         for index, (utterance, tokens) in enumerate(zip(utterances, targets)):

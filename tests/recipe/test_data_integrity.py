@@ -1,9 +1,11 @@
 """Corpus integrity (settings stamp, checksum list, concurrent and killed preparations) and bad
 data whose error or warning names the utterance and the manifest it came from."""
 
+import functools
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -239,6 +241,23 @@ def test_out_of_vocabulary_characters_name_utterance_and_manifest(kind, tiny_cor
     assert f"utterance 'cafe' (manifest {manifest}, line 2): 'É' in 'THE CAFÉ'" in message
     assert message.startswith("1 of 2 transcripts") and "'fine'" not in message
     assert str(tmp_path) in message  # the tokenizer's files, the usual cause
+
+
+def test_datamodule_names_an_out_of_vocabulary_utterance(tiny_corpus, flacs, tmp_path):
+    """Through the data module, as train.py and decode.py meet it: a dev transcript outside the
+    tokenizer's characters stops set-up with the utterance and its manifest line."""
+    from recipes.data.datamodule import ASRDataModule
+
+    rows = [{"audio_filepath": str(flac), "duration": 1.0, "text": text, "id": f"u{k}"}
+            for k, (flac, text) in enumerate(zip(flacs, ["the dog", "a cat", "the red dog"]))]
+    _write_manifest(tmp_path / "train.jsonl", rows)
+    dev = _write_manifest(tmp_path / "dev.jsonl", [rows[0], {**rows[1], "text": "naïve", "id": "oov"}])
+    corpus = ManifestCorpus(tmp_path, train=["train.jsonl"], dev=["dev.jsonl"], test=["dev.jsonl"])
+    datamodule = ASRDataModule(tmp_path, corpus, tokenizer=functools.partial(build_char_tokenizer),
+                               num_workers=0, cmvn_max_utts=3)
+    datamodule.prepare_data()
+    with pytest.raises(TranscriptError, match=rf"utterance 'oov' \(manifest {re.escape(str(dev))}, line 2\): .*'Ï' in 'NAÏVE'"):
+        datamodule.setup("fit")
 
 
 def test_missing_or_corrupt_audio_names_utterance_and_manifest(flacs, tmp_path, caplog):
