@@ -120,3 +120,29 @@ def test_decoding_instantiates(tmp_path):
 def test_joiner_mode_override(tmp_path):
     cfg = compose_train(["model.joiner.mode=packed"], tmp_path)
     assert hydra.utils.instantiate(cfg.model).joiner.mode == "packed"
+
+
+@pytest.mark.parametrize("overrides", [[], ["data=librispeech"], ["trainer=gpu"], ["trainer=ddp"],
+                                       ["experiment=rnnt_bf16"], ["experiment=librispeech_100h_rnnt"]])
+def test_no_wall_clock_cap_unless_asked(overrides, tmp_path):
+    """Only the README run (experiment=readme_run, which scripts/run.sh adds) stops after 14 minutes."""
+    assert compose_train(overrides, tmp_path).trainer.max_time is None
+    assert compose_train(["experiment=readme_run"], tmp_path).trainer.max_time == "00:00:14:00"
+
+
+def test_run_sh_adds_the_readme_budget_unless_given_an_experiment(tmp_path):
+    """scripts/run.sh's choice of experiment, run by bash with train.py and decode.py replaced by `echo`."""
+    import subprocess
+
+    script = (CONF.parent / "scripts" / "run.sh").read_text()
+    script = script.replace("bash scripts/setup_env.sh", "true").replace(".venv/bin/python", "echo")
+    script = script.replace('cd "$(dirname "$0")/.."', "")
+    (tmp_path / "run.sh").write_text(script)
+
+    def train_args(*args):
+        out = subprocess.run(["bash", str(tmp_path / "run.sh"), *args], capture_output=True, text=True, check=True)
+        return out.stdout.splitlines()[0].split()
+
+    assert train_args() == ["train.py", "experiment=readme_run"]
+    assert train_args("loss=ctc") == ["train.py", "experiment=readme_run", "loss=ctc"]
+    assert train_args("experiment=librispeech_100h_rnnt") == ["train.py", "experiment=librispeech_100h_rnnt"]
