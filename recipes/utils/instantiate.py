@@ -1,5 +1,7 @@
 """Building callbacks and loggers from their config groups."""
+import netrc
 import os
+from urllib.parse import urlparse
 
 import hydra
 from lightning.pytorch import Callback
@@ -33,8 +35,21 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return _instantiate_all(cfg, Logger, "logger")
 
 
+def wandb_logged_in() -> bool:
+    """Whether wandb can sync: `WANDB_API_KEY` is set, or `wandb login` stored a key (the netrc entry
+    of the API host, `WANDB_BASE_URL` or api.wandb.ai; the file is `NETRC` or ~/.netrc)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 def wandb_logger(offline: bool | None = None, **kwargs) -> WandbLogger:
-    """A WandbLogger that runs offline unless `WANDB_API_KEY` is set (or `offline` says otherwise)."""
+    """A WandbLogger that syncs online when the user is logged in to wandb and runs offline otherwise
+    (`offline` true or false overrides; `WANDB_MODE`, if set, is obeyed by wandb itself)."""
     if offline is None:
-        offline = not os.environ.get("WANDB_API_KEY")
+        offline = not wandb_logged_in()
     return WandbLogger(offline=offline, **kwargs)

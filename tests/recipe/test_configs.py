@@ -101,6 +101,7 @@ def test_callbacks_instantiate(option, tmp_path):
 @pytest.mark.parametrize("option", _options("logger"))
 def test_loggers_instantiate(option, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # not logged in, whatever this machine has
     cfg = compose_train([f"logger={option}"], tmp_path)
     loggers = instantiate_loggers(cfg.get("logger"))
     names = sorted(type(logger).__name__ for logger in loggers)
@@ -108,7 +109,25 @@ def test_loggers_instantiate(option, tmp_path, monkeypatch):
     assert names == expected[option]
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
-            assert logger._offline  # no API key: offline
+            assert logger._offline  # not logged in: offline
+
+
+def test_wandb_goes_online_when_logged_in(tmp_path, monkeypatch):
+    """`wandb login` stores the key in netrc; WANDB_API_KEY works too; neither: offline."""
+    from recipes.utils.instantiate import wandb_logged_in
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    stored = tmp_path / "netrc"
+    monkeypatch.setenv("NETRC", str(stored))
+    assert not wandb_logged_in()
+    stored.write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
+    stored.chmod(0o600)
+    assert wandb_logged_in()
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert not wandb_logged_in()  # a key for another host
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_logged_in()
 
 
 def test_decoding_instantiates(tmp_path):
