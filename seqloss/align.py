@@ -1,4 +1,4 @@
-"""Viterbi alignments and posterior occupancies for every loss (design.md 3.6).
+"""Viterbi alignments and posterior occupancies for every loss (docs/design.md §3.6).
 
 ``*_align`` returns the best path given the reference: the frame-level label sequence, the frame
 of every target token and the path's score. ``*_posteriors`` returns the soft alignment: the

@@ -1,4 +1,4 @@
-"""Brute-force reference log-likelihoods for the seqloss losses (design.md section 3).
+"""Brute-force reference log-likelihoods for the seqloss losses (docs/design.md §3).
 
 Every function here works on ONE utterance, already cut to its lengths, and returns log P as a
 0-dim float64 tensor. There is deliberately no dynamic programming: each function lists every path

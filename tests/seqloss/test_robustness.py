@@ -92,7 +92,7 @@ def test_infeasible_utterances_do_not_disturb_the_batch():
 
 
 def test_ssnt_reference_vector():
-    """design.md 3.5: the seed ssnt-loss values, reproduced."""
+    """docs/design.md §3.5: the seed ssnt-loss values, reproduced."""
     log_probs = torch.sin(torch.arange(36.0)).reshape(2, 2, 3, 3).log_softmax(-1)
     log_p_choose = torch.nn.functional.logsigmoid(torch.cos(torch.arange(12.0)).reshape(2, 2, 3))
     targets = torch.tensor([[1, 2], [2, 0]])

@@ -2,7 +2,7 @@
 
 References: seqloss.ssnt_loss on the dense log-probs the scores were gathered from (values and the
 gradient w.r.t. the gathered scores, which ssnt_loss's dense gradient carries at the target ids),
-the seed vector of design.md 3.5, and gradcheck.
+the seed vector of docs/design.md §3.5, and gradcheck.
 """
 import pytest
 import torch

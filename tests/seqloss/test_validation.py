@@ -1,4 +1,4 @@
-"""Malformed calls raise ValueError / TypeError whose message names the argument (design.md 3.5a)."""
+"""Malformed calls raise ValueError / TypeError whose message names the argument (docs/design.md §3.5a)."""
 import pytest
 import torch
 
