@@ -135,22 +135,23 @@ class ASRLitModule(L.LightningModule):
         finite = bool(torch.isfinite(total))
         if self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        batch_size = batch["features"].shape[0]
         if not finite:
-            # Returning None makes Lightning skip backward and the update; every rank agrees.
-            # Nothing is logged for it here: Lightning would write this step's row of the
-            # loggers with it; the count appears with the next finite batch.
+            # Returning None makes Lightning skip backward and the update; every rank agrees. The
+            # step's row still gets this batch's own (non-finite) loss, so that no logger repeats
+            # the previous step's value for it, and the updated skip count.
             self.skipped_batches += 1
             self._skipped_this_batch = True
             log.warning("skipped batch %d of epoch %d (step %d, skipped so far: %d): %s",
                         batch_idx, self.current_epoch, self.global_step, self.skipped_batches,
                         _describe_losses(batch["ids"], nll, aux))
-            return None
-        batch_size = batch["features"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
         self.log("train/skipped_batches", float(self.skipped_batches), batch_size=batch_size)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
         if aux is not None:
-            self.log("train/aux_ctc_loss", aux.mean(), batch_size=batch_size)
+            self.log("train/aux_ctc_loss", aux.detach().mean(), batch_size=batch_size)
+        if not finite:
+            return None
         return total
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:

@@ -1,4 +1,6 @@
 """Composing the real training config for tests: CPU, tiny model, outputs under a temporary folder."""
+import os
+import signal
 from pathlib import Path
 from typing import Sequence
 
@@ -63,14 +65,14 @@ def _set(cfg: DictConfig, key: str, value) -> None:
 
 
 class InterruptAt(L.Callback):
-    """Raises KeyboardInterrupt (as Ctrl-C would) just before optimizer step `step`."""
+    """Sends this process a real SIGINT (as Ctrl-C would) once `step` optimizer steps are done."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 class RecordBatches(L.Callback):

@@ -101,7 +101,8 @@ def test_training_loss_falls(loss, tiny_data_overrides, tmp_path):
 
 
 def test_resume_is_exact(tiny_data_overrides, tmp_path):
-    """N steps in one go == k steps, Ctrl-C, `ckpt_path=last`, N steps: same batches, same weights."""
+    """N steps in one go == k steps, a real SIGINT, `ckpt_path=last`, N steps: same batches, same weights
+    (in process; tests/recipe/test_resume.py stops `python train.py` subprocesses with every signal)."""
     n_steps, stop_at = 7, 3
     common = ["loss=rnnt", "logger=none", "test=false", f"trainer.max_steps={n_steps}", "trainer.max_epochs=-1",
               "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"]
@@ -117,10 +118,11 @@ def test_resume_is_exact(tiny_data_overrides, tmp_path):
     _, full = run("full")
     sigint = signal.getsignal(signal.SIGINT)
     try:
-        with pytest.raises(SystemExit):  # Lightning exits after a KeyboardInterrupt
+        with pytest.raises(SystemExit) as stopped:  # the interrupt checkpoint exits with 128 + SIGINT
             run("interrupted", callbacks=[{"_target_": "recipe_cfg.InterruptAt", "step": stop_at}])
+        assert stopped.value.code == 128 + signal.SIGINT
     finally:
-        signal.signal(signal.SIGINT, sigint)  # Lightning ignores SIGINT after an interrupt
+        signal.signal(signal.SIGINT, sigint)
     assert (tmp_path / "logs/train/runs/rnnt/interrupted/checkpoints/last.ckpt").exists()
     _, resumed = run("resumed", extra=["ckpt_path=last"])
 
@@ -162,7 +164,7 @@ def test_wandb_and_csv_hold_perf_metrics(tiny_data_overrides, tmp_path):
 
 def test_non_finite_batches_are_skipped(tiny_data_overrides, tmp_path, monkeypatch, caplog):
     """A batch with an infinite utterance loss: no update, no scheduler step, one log line naming the
-    utterance, no metrics.csv row repeating the previous step's values."""
+    utterance; its metrics.csv row holds its own (infinite) loss, not the previous step's values."""
     from recipes.lit.module import ASRLitModule
 
     original = ASRLitModule.losses
@@ -188,9 +190,9 @@ def test_non_finite_batches_are_skipped(tiny_data_overrides, tmp_path, monkeypat
     assert model.skipped_batches == 1
     assert metrics["train/skipped_batches"] == 1.0
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert trainer.global_step == 4
-    # the scheduler stepped with the optimizer only: 4 steps for 5 batches
-    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 4
+    assert trainer.global_step == 4  # Lightning counts the skipped batch's (empty) optimizer step
+    # the scheduler stepped with the real updates only: 3 for 4 batches, one of them skipped
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 3
     lines = [r.getMessage() for r in caplog.records if "skipped batch" in r.getMessage()]
     assert len(lines) == 1, lines
     assert f"non-finite loss for {poisoned_ids[0]};" in lines[0]
@@ -198,6 +200,8 @@ def test_non_finite_batches_are_skipped(tiny_data_overrides, tmp_path, monkeypat
     rows = [row for row in _csv_rows(Path(cfg.paths.output_dir)) if row.get("train/loss")]
     assert [int(row["step"]) for row in rows] == [0, 1, 2, 3]
     assert len({row["train/loss"] for row in rows}) == 4  # no step repeats another's loss
+    assert float(rows[1]["train/loss"]) == float("inf")  # the skipped step shows its own loss
+    assert [float(row["train/skipped_batches"]) for row in rows] == [0.0, 1.0, 1.0, 1.0]
 
 
 def test_viterbi_decoding_is_refused_before_data_preparation(tmp_path):
