@@ -136,6 +136,23 @@ def test_resume_is_exact(tiny_data_overrides, tmp_path):
         assert torch.equal(full_state[name], resumed_state[name]), name
 
 
+def test_validation_does_not_change_training(tiny_data_overrides, tmp_path):
+    """Validating every 2 batches or only at epoch ends (with a loader worker): bitwise-equal weights.
+    Validation must draw nothing from the streams training uses (dropout, augmentation, order)."""
+    common = ["loss=rnnt", "logger=none", "test=false", "trainer.max_epochs=2", "trainer.limit_train_batches=5",
+              "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0", "data.num_workers=1",
+              "model.transcriber.dropout=0.2"]
+    states = []
+    for name, cadence in (("often", "2"), ("epoch_end", "null")):
+        cfg = compose_train(common + [f"trainer.val_check_interval={cadence}"], tmp_path, tiny_data_overrides,
+                            run=name)
+        _, objects = train(cfg)
+        states.append(objects["model"].state_dict())
+    assert states[0].keys() == states[1].keys()
+    for name in states[0]:
+        assert torch.equal(states[0][name], states[1][name]), name
+
+
 def test_wandb_and_csv_hold_perf_metrics(tiny_data_overrides, tmp_path):
     cfg = compose_train(["loss=ctc", "trainer.max_steps=4", "trainer.max_epochs=-1", "trainer.limit_val_batches=1",
                          "trainer.limit_test_batches=1", "trainer.val_check_interval=2"],
