@@ -24,11 +24,19 @@ log = logging.getLogger(__name__)
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """`ckpt_path`, with `last` meaning the newest last.ckpt of this task and loss (other than this run)."""
-    if cfg.get("ckpt_path") != "last":
-        return cfg.get("ckpt_path")
+    """`ckpt_path`: a file; `last`, the newest readable last.ckpt of this task and loss (other than this run);
+    `auto`, the same when there is one and a fresh start otherwise (for job scripts that are requeued)."""
+    choice = cfg.get("ckpt_path")
+    if choice not in ("last", "auto"):
+        return choice
     runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs" / cfg.loss.name
-    return str(find_last_checkpoint(runs, exclude=cfg.paths.output_dir))
+    try:
+        return str(find_last_checkpoint(runs, exclude=cfg.paths.output_dir))
+    except FileNotFoundError as error:
+        if choice == "last":
+            raise
+        log.info(f"ckpt_path=auto: starting from scratch ({error})")
+        return None
 
 
 @rank_zero_only

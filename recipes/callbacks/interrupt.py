@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
+import subprocess
 import threading
 from collections.abc import Sequence
 from types import FrameType
@@ -47,20 +49,30 @@ class InterruptCheckpoint(L.Callback):
     (130 for SIGINT, 143 for SIGTERM, 138 for SIGUSR1) through :class:`Preempted`, a
     `SystemExit`, so that the test stage does not run and a scheduler sees a failure.
 
-    A second SIGINT stops at once (KeyboardInterrupt, no checkpoint). Under SLURM with Lightning's
-    auto-requeue (`SLURMEnvironment(auto_requeue=True)`, the default when `SLURM_JOB_ID` is set),
-    the requeue signal (SIGUSR1) is left to Lightning, which saves its `hpc_ckpt_*.ckpt` and
-    requeues the job; SIGTERM, which SLURM sends when the job ends, is handled here. Other
-    exceptions leave the checkpoints alone: the state after a crash is not trusted.
+    A second SIGINT stops at once (KeyboardInterrupt, no checkpoint).
+
+    Under SLURM (Lightning's `SLURMEnvironment`, detected from `SLURM_NTASKS` outside an
+    interactive job) with auto-requeue on (its default), a signal in `requeue_signals` (SIGUSR1,
+    what `#SBATCH --signal=SIGUSR1@90` sends before the time limit) also requeues the job: after
+    the checkpoint is written, rank 0 runs `scontrol requeue <job id>` (`<array job>_<task>` for
+    array jobs). The requeued job passes `ckpt_path=auto` to resume from it. This replaces
+    Lightning's own requeue handler, which saves `hpc_ckpt_<n>.ckpt` from inside the signal
+    handler, mid step, into a run directory that the requeued job (a new run directory) does not
+    look in. SIGTERM, which SLURM sends when a job is cancelled, preempted or out of time, saves
+    and exits without requeueing. Other exceptions leave the checkpoints alone: the state after a
+    crash is not trusted.
     """
 
     def __init__(self, dirpath: str, filename: str = "last",
-                 signals: Sequence[str | int] = ("SIGINT", "SIGTERM", "SIGUSR1")) -> None:
+                 signals: Sequence[str | int] = ("SIGINT", "SIGTERM", "SIGUSR1"),
+                 requeue_signals: Sequence[str | int] = ("SIGUSR1",)) -> None:
         self.dirpath = dirpath
         self.filename = filename
         self.signals = [_signal_number(name) for name in signals]
+        self.requeue_signals = [_signal_number(name) for name in requeue_signals]
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._slurm_requeue = False
         self._logger_step: int | None = None  # written into the checkpoint this callback saves
         self._restore_logger_step: int | None = None  # read from the checkpoint resumed from
 
@@ -84,10 +96,8 @@ class InterruptCheckpoint(L.Callback):
         if threading.current_thread() is not threading.main_thread():
             return
         environment = trainer._accelerator_connector.cluster_environment
-        slurm_requeue = isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+        self._slurm_requeue = isinstance(environment, SLURMEnvironment) and environment.auto_requeue
         for signum in self.signals:
-            if slurm_requeue and signum == environment.requeue_signal:
-                continue  # Lightning's auto-requeue handles it
             self._previous[signum] = signal.signal(signum, self._handle)
 
     def _restore_handlers(self) -> None:
@@ -141,8 +151,37 @@ class InterruptCheckpoint(L.Callback):
         name = signal.Signals(self.received).name
         log.warning("%s: saved %s at step %d; resume with ckpt_path=last (or ckpt_path=%s)",
                     name, self.ckpt_path, trainer.global_step, self.ckpt_path)
+        if self._slurm_requeue and self.received in self.requeue_signals and trainer.is_global_zero:
+            requeue_slurm_job()
         self._restore_handlers()
         raise Preempted(self.received, self.ckpt_path)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_handlers()
+
+
+def slurm_job_id() -> str:
+    """This job's id as `scontrol` wants it: `<SLURM_ARRAY_JOB_ID>_<SLURM_ARRAY_TASK_ID>` for an array task,
+    else `SLURM_JOB_ID`."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ.get("SLURM_JOB_ID", "")
+    if not re.fullmatch(r"[0-9]+(_[0-9]+)?", job):
+        raise RuntimeError(f"cannot requeue: SLURM job id {job!r} (SLURM_JOB_ID / SLURM_ARRAY_JOB_ID) is not a job id")
+    return job
+
+
+def requeue_slurm_job() -> bool:
+    """Runs `scontrol requeue <job id>`; logs and returns whether it succeeded (a failure is logged, not
+    raised: the checkpoint is saved either way and the job can be resubmitted by hand)."""
+    job = slurm_job_id()
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.error("SLURM: `scontrol requeue %s` could not run (%s); resubmit the job with ckpt_path=auto", job, error)
+        return False
+    if result.returncode != 0:
+        log.error("SLURM: `scontrol requeue %s` failed with status %d: %s; resubmit the job with ckpt_path=auto",
+                  job, result.returncode, (result.stderr or result.stdout).strip())
+        return False
+    log.warning("SLURM: requeued job %s; it resumes from the checkpoint with ckpt_path=auto", job)
+    return True

@@ -29,10 +29,10 @@ def _data(corpus: Path, num_workers: int = 0) -> list[str]:
             "++data.cmvn_max_utts=20", "tokenizer.vocab_size=64"]
 
 
-def train_process(corpus: Path, log_dir: Path, name: str, *extra: str, num_workers: int = 0):
+def train_process(corpus: Path, log_dir: Path, name: str, *extra: str, num_workers: int = 0, env: dict | None = None):
     """Runs `python train.py` into `log_dir/train/runs/rnnt/<name>`; returns (process, run directory)."""
     run_dir = log_dir / "train" / "runs" / "rnnt" / name
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **(env or {}),
            "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "recipe"), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "train.py", *_data(corpus, num_workers), *RUN, f"paths.log_dir={log_dir}",
                f"hydra.run.dir={run_dir}", *extra]
@@ -145,3 +145,46 @@ def test_stop_and_resume_is_exact(case, tiny_corpus, references, tmp_path):
     before, after = step_losses(stopped_dir), step_losses(resumed_dir)
     assert min(after) == stopped_at  # the resumed run logs from the step it resumed at
     assert {**{s: v for s, v in before.items() if s < stopped_at}, **after} == losses
+
+
+def slurm_job(tmp_path: Path) -> tuple[dict, Path]:
+    """Environment of a one-task SLURM batch job (as Lightning detects one) whose `scontrol` is a stub
+    that records its arguments in the returned file."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol_calls"
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    scontrol.chmod(0o755)
+    env = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "asr", "SLURM_PROCID": "0",
+           "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    return env, calls
+
+
+def test_slurm_requeue_signal_saves_requeues_and_resumes_exactly(tiny_corpus, reference, tmp_path):
+    """Under SLURM, SIGUSR1 (the time-limit warning) saves last.ckpt at a safe point, runs `scontrol
+    requeue <job>` and exits 138; the requeued job (same command, `ckpt_path=auto`) ends bitwise equal."""
+    env, calls = slurm_job(tmp_path)
+    stopped, stopped_dir = train_process(tiny_corpus, tmp_path, "stopped", "ckpt_path=auto",
+                                         *signal_at("SIGUSR1", 3, "step"), env=env)
+    assert stopped.returncode == 128 + signal.SIGUSR1, stopped.stderr[-3000:]
+    assert "ckpt_path=auto: starting from scratch" in stopped.stdout + stopped.stderr
+    assert calls.read_text().split("\n")[0] == "requeue 4242"
+    assert "SLURM: requeued job 4242" in stopped.stdout + stopped.stderr
+    assert not list(stopped_dir.rglob("hpc_ckpt_*.ckpt"))  # Lightning's own mid-step save did not run
+    resumed, resumed_dir = train_process(tiny_corpus, tmp_path, "resumed", "ckpt_path=auto", env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {stopped_dir / 'checkpoints' / 'last.ckpt'}" in resumed.stdout + resumed.stderr
+    assert_same(final_state(resumed_dir), reference[0])
+    assert calls.read_text().count("requeue") == 1
+
+
+def test_slurm_sigterm_saves_without_requeue(tiny_corpus, tmp_path):
+    """SIGTERM (cancel, preemption, time limit) under SLURM: checkpoint and 143, no requeue."""
+    env, calls = slurm_job(tmp_path)
+    stopped, stopped_dir = train_process(tiny_corpus, tmp_path, "stopped", *signal_at("SIGTERM", 3, "step"),
+                                         env=env)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert (stopped_dir / "checkpoints" / "last.ckpt").exists()
+    assert not calls.exists()
