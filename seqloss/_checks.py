@@ -231,7 +231,7 @@ def prepare_transducer(logits, targets, logit_lengths, target_lengths, blank, cl
     return targets, logit_lengths, target_lengths, blank
 
 
-def check_ssnt_lengths(name, scores, frames_dim, source_lengths, target_lengths, packed) -> None:
+def check_ssnt_lengths(name, scores, frames_dim, source_lengths, target_lengths, *, packed: bool) -> None:
     """Lengths against padded (B, J, S, ...) or packed (sum_b J_b, S, ...) SSNT scores; S is dim `frames_dim`."""
     batch = source_lengths.shape[0] if packed else scores.shape[0]
     check_batch("source_lengths" if packed else name, batch)
@@ -262,7 +262,7 @@ def prepare_ssnt(log_probs, targets, log_p_choose, source_lengths, target_length
     if targets.shape != log_probs.shape[:-2]:
         raise ValueError(f"targets must have shape {tuple(log_probs.shape[:-2])} "
                          f"({'sum_b J_b' if packed else '(B, J)'} from log_probs), got {tuple(targets.shape)}")
-    check_ssnt_lengths("log_probs", log_probs, log_probs.dim() - 2, source_lengths, target_lengths, packed)
+    check_ssnt_lengths("log_probs", log_probs, log_probs.dim() - 2, source_lengths, target_lengths, packed=packed)
     if packed:
         check_target_values(targets.unsqueeze(0), target_lengths.sum().view(1), num_classes, None)
     else:

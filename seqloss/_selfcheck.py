@@ -30,7 +30,7 @@ from .scores import ctc_emissions, ctc_extended_labels
 RTOL = ATOL = 1e-9
 
 
-@dataclass
+@dataclass(kw_only=True)
 class OpCheck:
     """One row of the report: the op, the largest absolute difference over its outputs, and the verdict."""
     op: str
@@ -90,7 +90,7 @@ def _compare(op: str, got, expected) -> OpCheck:
         worst = max(worst, diff)
         if not within and ok:
             ok, detail = False, note or f"output {index}"
-    return OpCheck(op, worst, ok, detail)
+    return OpCheck(op=op, max_abs_diff=worst, ok=ok, detail=detail)
 
 
 def _problem(device: torch.device):
@@ -141,7 +141,7 @@ def _run_checks(device: torch.device, ops: list[str]) -> list[OpCheck]:
         try:
             checks.append(_compare(op, native(), reference()))
         except Exception as error:  # noqa: BLE001 - a kernel that raises has failed the check
-            checks.append(OpCheck(op, float("inf"), False, f"{type(error).__name__}: {error}"))
+            checks.append(OpCheck(op=op, max_abs_diff=float("inf"), ok=False, detail=f"{type(error).__name__}: {error}"))
 
     for one in (False, True):
         args, schedule = transducer[one], {"one_symbol_per_frame": one}

@@ -61,7 +61,7 @@ class CTCScores(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------- transducers
-@dataclass
+@dataclass(kw_only=True)
 class TransducerLayout:
     """Where each row of the (N, V) logits view sits in the (B, T, U+1) lattice grid."""
     batch: torch.Tensor   # (N,) utterance of each row
@@ -79,10 +79,11 @@ def transducer_layout(logits: torch.Tensor, logit_lengths: torch.Tensor, target_
         batch, frames, width, _ = logits.shape
         b, t, u = torch.meshgrid(torch.arange(batch, device=device), torch.arange(frames, device=device),
                                  torch.arange(width, device=device), indexing="ij")
-        return TransducerLayout(b.reshape(-1), t.reshape(-1), u.reshape(-1), (batch, frames, width), True)
+        return TransducerLayout(batch=b.reshape(-1), frame=t.reshape(-1), label=u.reshape(-1),
+                                grid=(batch, frames, width), dense=True)
     b, t, u = packed_cells(logit_lengths, target_lengths, num_rows=logits.shape[0])
     grid = (logit_lengths.shape[0], int(logit_lengths.max()), int(target_lengths.max()) + 1)
-    return TransducerLayout(b, t, u, grid, False)
+    return TransducerLayout(batch=b, frame=t, label=u, grid=grid, dense=False)
 
 
 def to_grid(values: torch.Tensor, layout: TransducerLayout, fill=NEG_INF) -> torch.Tensor:

@@ -154,7 +154,7 @@ def ssnt_loss_gathered(token_log_probs, log_p_choose, source_lengths, target_len
     source_lengths = _checks.as_index_tensor("source_lengths", source_lengths, device)
     target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
     _checks.check_ssnt_lengths("token_log_probs", token_log_probs, token_log_probs.dim() - 1, source_lengths,
-                               target_lengths, packed)
+                               target_lengths, packed=packed)
     backend = _backend.resolve_backend(backend, device)
     token, choose = ssnt_padded_scores(token_log_probs, log_p_choose, target_lengths, packed=packed)
     losses = _SSNTFunction.apply(token, choose, source_lengths, target_lengths, backend)
