@@ -128,6 +128,9 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         backend: "native" (C++/CUDA lattice kernels) | "torch" (pure-PyTorch reference) | None
             (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
 
+    A drop-in for ``torch.nn.functional.ctc_loss``: the same argument list, so ``zero_infinity``
+    stays positional (7th) as it is there, while ``backend`` is keyword-only.
+
     Unlike torch's, the gradient treats log_probs as free scores (right for unnormalised input),
     double backward works, and results are deterministic on every device. Targets must not
     contain the blank id (within target_lengths). No frames (T = 0 or input_lengths[b] = 0) give
@@ -147,7 +150,8 @@ def simple_ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, 
         loss = -alpha_{T_b}(L_b)
 
     Repeats are not merged, so no blank is needed between equal labels; L > T is infeasible (+inf,
-    or 0 with zero_infinity). Same arguments, shapes, reductions, target rule and NaN rule as
+    or 0 with zero_infinity). Same arguments (``zero_infinity`` positional, as in the argument list
+    of ``torch.nn.functional.ctc_loss``), shapes, reductions, target rule and NaN rule as
     :func:`ctc_loss`.
     """
     return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,

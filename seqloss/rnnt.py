@@ -178,6 +178,7 @@ def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1
             (per utterance, before scaling by the upstream gradient), on every device.
         reduction: "mean" (batch mean) | "sum" | "none".
         fused_log_softmax: True takes logits; False takes log-probabilities (or any scores).
+            Positional (8th) as in torchaudio's argument list; the flags below are keyword-only.
         backend: "native" (C++/CUDA lattice kernels) | "torch" (pure-PyTorch reference) | None
             (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
             A NaN or +inf logit in a valid row (t < T_b, u <= U_b; with fused_log_softmax=False,
@@ -203,8 +204,9 @@ def modified_rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1,
                            feasible when U_b <= T_b - 1;
         final_blank=False (k2's rnnt_type="modified"):             loss_b = -alpha(T_b, U_b), feasible when U_b <= T_b.
 
-    Infeasible utterances give +inf (and zero gradient). Other arguments, and the NaN rule, as
-    :func:`rnnt_loss`.
+    Infeasible utterances give +inf (and zero gradient). Other arguments (``fused_log_softmax``
+    positional, as in torchaudio's argument list; ``final_blank`` keyword-only), and the NaN rule,
+    as :func:`rnnt_loss`.
     """
     return _transducer_loss(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction,
                             fused_log_softmax, one_symbol_per_frame=True, final_blank=final_blank, backend=backend,
