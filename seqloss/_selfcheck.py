@@ -141,7 +141,8 @@ def _run_checks(device: torch.device, ops: list[str]) -> list[OpCheck]:
         try:
             checks.append(_compare(op, native(), reference()))
         except Exception as error:  # noqa: BLE001 - a kernel that raises has failed the check
-            checks.append(OpCheck(op=op, max_abs_diff=float("inf"), ok=False, detail=f"{type(error).__name__}: {error}"))
+            checks.append(OpCheck(op=op, max_abs_diff=float("inf"), ok=False,
+                                  detail=f"{type(error).__name__}: {error}"))
 
     for one in (False, True):
         args, schedule = transducer[one], {"one_symbol_per_frame": one}

@@ -2,10 +2,10 @@
 
 ``*_align`` returns the best path given the reference: the frame-level label sequence, the frame
 of every target token and the path's score, in that order (path first, score last, as
-``torchaudio.functional.forced_align`` and every Viterbi function of the backends). ``*_posteriors`` returns the soft alignment: the
-posterior probability of every lattice edge, which is d log P / d score (minus the gradient of the
-"sum"-reduced loss w.r.t. the log-probabilities), usable as targets for label smoothing or
-re-weighting. Both run on the lattices of the losses, batched, on any device; the best paths use
+``torchaudio.functional.forced_align`` and every Viterbi function of the backends).
+``*_posteriors`` returns the soft alignment: the posterior probability of every lattice edge,
+which is d log P / d score (minus the gradient of the "sum"-reduced loss w.r.t. the
+log-probabilities), usable as targets for label smoothing or re-weighting. Both run on the lattices of the losses, batched, on any device; the best paths use
 the native Viterbi kernels where built (``backend=`` / ``SEQLOSS_BACKEND`` as for the losses).
 """
 from typing import NamedTuple

@@ -277,7 +277,7 @@ def ssnt_padded_scores(token, choose, target_lengths, *, packed: bool):
 def ssnt_edge_scores(token, choose, source_lengths, target_lengths):
     """Padded (B,J,S) token l and choose q log-probs -> blank (B,S,J+1), emit (B,S,J) and shift r = log(1 - e^q)
     (B,J,S), masked as in the module docstring (blank(S_b - 1, J_b) = 0 is the end of every path)."""
-    batch, max_targets, num_frames = token.shape
+    _, max_targets, num_frames = token.shape
     shift = log1mexp(choose)
     i = torch.arange(num_frames, device=token.device).view(1, -1, 1)
     j = torch.arange(max_targets + 1, device=token.device).view(1, 1, -1)

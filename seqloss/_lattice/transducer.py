@@ -163,7 +163,8 @@ def transducer_occupancy(blank, emit, frames, labels, *, one_symbol_per_frame: b
     `marginals` computes the forward/backward variables: :func:`transducer_marginals` or its native
     counterpart ``seqloss._ops.transducer_marginals``.
     """
-    log_p, alpha, beta_blank, beta_emit = marginals(blank, emit, frames, labels, one_symbol_per_frame=one_symbol_per_frame)
+    log_p, alpha, beta_blank, beta_emit = marginals(blank, emit, frames, labels,
+                                                    one_symbol_per_frame=one_symbol_per_frame)
     total = log_p.view(-1, 1, 1)
     occ_blank = occupancy(alpha + blank + beta_blank, total)
     occ_emit = occupancy(alpha[..., :-1] + emit + beta_emit, total)
