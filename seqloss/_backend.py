@@ -73,16 +73,12 @@ def ctc_occupancy(backend: str):
 
 def transducer_viterbi(backend: str):
     """The best-path function of `backend`: (emit_frames (B, U), score (B,)) as in _lattice.viterbi."""
-    if backend == "native":
-        return lambda *args: _ops.transducer_viterbi(*args)[::-1]
-    return viterbi_lattice.transducer_viterbi
+    return _ops.transducer_viterbi if backend == "native" else viterbi_lattice.transducer_viterbi
 
 
 def ctc_viterbi(backend: str):
     """The best-path function of `backend`: (states (B, T), score (B,)) as in _lattice.viterbi."""
-    if backend == "native":
-        return lambda *args: _ops.ctc_viterbi(*args)[::-1]
-    return viterbi_lattice.ctc_viterbi
+    return _ops.ctc_viterbi if backend == "native" else viterbi_lattice.ctc_viterbi
 
 
 def _compile_wanted(x: torch.Tensor) -> bool:

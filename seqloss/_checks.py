@@ -1,11 +1,16 @@
 """Argument checking shared by every loss: clear errors that name the argument.
 
+The ``prepare_*`` functions check the whole argument list of one loss family (CTC, transducer,
+SSNT) and return it normalised (int64 index tensors, a resolved blank id, padded targets); the
+losses, their scores (``seqloss.scores``) and their alignments (``seqloss.align``) all start there.
 Checks of tensor *values* (lengths within bounds, target ids within the vocabulary) need the data
 on the host; they are skipped while ``torch.compile`` traces, where they would break the graph.
 """
 from collections.abc import Sequence
 
 import torch
+
+from .packing import packed_offsets
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -140,3 +145,128 @@ def recompute_grads(loss_fn, inputs: Sequence[torch.Tensor], grad_losses: torch.
     with torch.enable_grad():
         losses = loss_fn(*inputs)
         return torch.autograd.grad(losses, list(inputs), grad_losses, create_graph=True, allow_unused=True)
+
+
+def prepare_ctc(log_probs, targets, input_lengths, target_lengths, blank, reduction):
+    """Check a ctc_loss call; return (log_probs (T,B,V), padded targets (B,L), lengths, blank, unbatched).
+
+    Concatenated 1-D targets are padded; padding (past target_lengths) is set to the blank id so that
+    it never reaches a gather out of range.
+    """
+    check_reduction(reduction)
+    check_scores("log_probs", log_probs, (2, 3))
+    unbatched = log_probs.dim() == 2
+    device = log_probs.device
+    targets = as_index_tensor("targets", targets, device)
+    input_lengths = as_index_tensor("input_lengths", input_lengths, device)
+    target_lengths = as_index_tensor("target_lengths", target_lengths, device)
+    if unbatched:
+        if targets.dim() != 1:
+            raise ValueError(f"targets must be 1-D for unbatched (T, C) log_probs, got shape {tuple(targets.shape)}")
+        log_probs, targets = log_probs.unsqueeze(1), targets.unsqueeze(0)
+        input_lengths, target_lengths = input_lengths.reshape(1), target_lengths.reshape(1)
+    num_frames, batch, num_classes = log_probs.shape
+    check_batch("log_probs", batch)
+    blank = resolve_blank(blank, num_classes)
+    check_lengths("input_lengths", input_lengths, batch, num_frames, "log_probs.shape[0]")
+    if targets.dim() == 1:  # concatenated targets
+        check_lengths("target_lengths", target_lengths, batch, None, "")
+        if not tracing() and int(target_lengths.sum()) != targets.numel():
+            raise ValueError(f"concatenated targets must have sum(target_lengths) = {int(target_lengths.sum())} "
+                             f"elements, got {targets.numel()}")
+        max_len = int(target_lengths.max()) if batch else 0
+        position = torch.arange(max_len, device=device)
+        valid = position < target_lengths.unsqueeze(1)
+        index = torch.where(valid, packed_offsets(target_lengths).unsqueeze(1) + position, 0)
+        targets = torch.where(valid, targets[index] if targets.numel() else torch.zeros_like(index), 0)
+    elif targets.dim() == 2:
+        if targets.shape[0] != batch:
+            raise ValueError(f"targets must have batch size {batch} (log_probs.shape[1]), got {targets.shape[0]}")
+        check_lengths("target_lengths", target_lengths, batch, targets.shape[1], "targets.shape[1]")
+    else:
+        raise ValueError(f"targets must be 2-D (padded) or 1-D (concatenated), got shape {tuple(targets.shape)}")
+    check_target_values(targets, target_lengths, num_classes, blank)
+    valid = torch.arange(targets.shape[1], device=device) < target_lengths.unsqueeze(1)
+    targets = torch.where(valid, targets, blank)  # padding never reaches a gather out of range
+    return log_probs, targets, input_lengths, target_lengths, blank, unbatched
+
+
+def prepare_transducer(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction):
+    """Check an rnnt_loss call (dense or packed logits); return (targets, logit_lengths, target_lengths, blank).
+
+    Target padding (past target_lengths) is replaced by a valid non-blank id, so that gathers stay in range.
+    """
+    check_reduction(reduction)
+    check_scores("logits", logits, (2, 4))
+    device = logits.device
+    targets = as_index_tensor("targets", targets, device)
+    logit_lengths = as_index_tensor("logit_lengths", logit_lengths, device)
+    target_lengths = as_index_tensor("target_lengths", target_lengths, device)
+    if targets.dim() != 2:
+        raise ValueError(f"targets must be 2-D (B, U), got shape {tuple(targets.shape)}")
+    batch, num_classes = targets.shape[0], logits.shape[-1]
+    check_batch("targets", batch)
+    if not isinstance(clamp, (int, float)) or isinstance(clamp, bool):
+        raise TypeError(f"clamp must be a number (<= 0 disables clamping), got {type(clamp).__name__}")
+    blank = resolve_blank(blank, num_classes)
+    if logits.dim() == 4:
+        if logits.shape[0] != batch:
+            raise ValueError(f"logits must have batch size {batch} (targets.shape[0]), got {logits.shape[0]}")
+        check_lengths("logit_lengths", logit_lengths, batch, logits.shape[1], "logits.shape[1]")
+        check_lengths("target_lengths", target_lengths, batch, min(targets.shape[1], logits.shape[2] - 1),
+                      "min(targets.shape[1], logits.shape[2] - 1)")
+    else:
+        check_lengths("logit_lengths", logit_lengths, batch, None, "")
+        check_lengths("target_lengths", target_lengths, batch, targets.shape[1], "targets.shape[1]")
+        if not tracing():
+            rows = int((logit_lengths * (target_lengths + 1)).sum())
+            if rows != logits.shape[0]:
+                raise ValueError(f"packed logits must have sum_b logit_lengths[b] * (target_lengths[b] + 1) = {rows} "
+                                 f"rows, got {logits.shape[0]}")
+    if not tracing() and bool((logit_lengths == 0).any()):
+        raise ValueError("logit_lengths must be >= 1 for transducer losses (an utterance needs a frame)")
+    check_target_values(targets, target_lengths, num_classes, blank)
+    valid = torch.arange(targets.shape[1], device=device) < target_lengths.unsqueeze(1)
+    targets = torch.where(valid, targets, 0 if blank != 0 else min(1, num_classes - 1))
+    return targets, logit_lengths, target_lengths, blank
+
+
+def check_ssnt_lengths(name, scores, frames_dim, source_lengths, target_lengths, *, packed: bool) -> None:
+    """Lengths against padded (B, J, S, ...) or packed (sum_b J_b, S, ...) SSNT scores; S is dim `frames_dim`."""
+    batch = source_lengths.shape[0] if packed else scores.shape[0]
+    check_batch("source_lengths" if packed else name, batch)
+    check_lengths("source_lengths", source_lengths, batch, scores.shape[frames_dim], f"{name}.shape[{frames_dim}]")
+    if packed:
+        check_lengths("target_lengths", target_lengths, batch, None, "")
+        if not tracing() and int(target_lengths.sum()) != scores.shape[0]:
+            raise ValueError(f"packed {name} must have sum(target_lengths) = {int(target_lengths.sum())} rows, "
+                             f"got {scores.shape[0]}")
+    else:
+        check_lengths("target_lengths", target_lengths, batch, scores.shape[1], f"{name}.shape[1]")
+
+
+def prepare_ssnt(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction):
+    """Check an ssnt_loss call (padded or packed); return (targets, source_lengths, target_lengths, packed)."""
+    check_reduction(reduction)
+    check_scores("log_probs", log_probs, (3, 4))
+    check_scores("log_p_choose", log_p_choose, (2, 3))
+    packed = log_probs.dim() == 3
+    device = log_probs.device
+    targets = as_index_tensor("targets", targets, device)
+    source_lengths = as_index_tensor("source_lengths", source_lengths, device)
+    target_lengths = as_index_tensor("target_lengths", target_lengths, device)
+    num_classes = log_probs.shape[-1]
+    if log_p_choose.shape != log_probs.shape[:-1]:
+        raise ValueError(f"log_p_choose must have shape {tuple(log_probs.shape[:-1])} (log_probs without V), "
+                         f"got {tuple(log_p_choose.shape)}")
+    if targets.shape != log_probs.shape[:-2]:
+        raise ValueError(f"targets must have shape {tuple(log_probs.shape[:-2])} "
+                         f"({'sum_b J_b' if packed else '(B, J)'} from log_probs), got {tuple(targets.shape)}")
+    check_ssnt_lengths("log_probs", log_probs, log_probs.dim() - 2, source_lengths, target_lengths, packed=packed)
+    if packed:
+        check_target_values(targets.unsqueeze(0), target_lengths.sum().view(1), num_classes, None)
+    else:
+        check_target_values(targets, target_lengths, num_classes, None)
+        valid = torch.arange(targets.shape[1], device=device) < target_lengths.unsqueeze(1)
+        targets = torch.where(valid, targets, 0)
+    return targets, source_lengths, target_lengths, packed

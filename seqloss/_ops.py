@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ._deprecation import renamed_keyword
 from ._lattice.semiring import occupancy
 
 _HERE = Path(__file__).parent
@@ -35,7 +36,7 @@ def _library_path(name: str) -> Path | None:
     return None
 
 
-def build_command(cuda: bool = False) -> str:
+def build_command(*, cuda: bool = False) -> str:
     """The shell command that builds the native kernels for this copy of seqloss.
 
     A source checkout (setup.py next to the package) is rebuilt in place; an installed copy is
@@ -113,7 +114,7 @@ if not CPU_AVAILABLE and os.environ.get("SEQLOSS_BACKEND") != "torch":
 
 if CPU_AVAILABLE:
     @torch.library.register_fake("seqloss::transducer_lattice")
-    def _transducer_lattice_fake(blank, emit, frames, labels, emit_advances_time):
+    def _transducer_lattice_fake(blank, emit, frames, labels, one_symbol_per_frame):
         batch, rows, width = blank.shape
         return blank.new_empty(batch), blank.new_empty(batch, rows + 1, width), blank.new_empty(batch, rows + 1, width)
 
@@ -122,7 +123,7 @@ if CPU_AVAILABLE:
         return e.new_empty(e.shape[1]), torch.empty_like(e, memory_format=torch.contiguous_format)
 
     @torch.library.register_fake("seqloss::transducer_viterbi")
-    def _transducer_viterbi_fake(blank, emit, frames, labels, emit_advances_time):
+    def _transducer_viterbi_fake(blank, emit, frames, labels, one_symbol_per_frame):
         return blank.new_empty(blank.shape[0]), frames.new_empty(emit.shape[0], emit.shape[2])
 
     @torch.library.register_fake("seqloss::ctc_viterbi")
@@ -136,16 +137,16 @@ if CPU_AVAILABLE:
                 torch.empty_like(token, memory_format=contiguous))
 
     def _lattice_setup(ctx, inputs, output):
-        blank, emit, _, _, emit_advances_time = inputs
+        blank, emit, _, _, one_symbol_per_frame = inputs
         log_p, alpha, beta = output
         ctx.mark_non_differentiable(alpha, beta)
         ctx.save_for_backward(blank, emit, log_p, alpha, beta)
-        ctx.emit_advances_time = emit_advances_time
+        ctx.one_symbol_per_frame = one_symbol_per_frame
 
     def _lattice_backward(ctx, grad_log_p, _grad_alpha, _grad_beta):
         """d log P / d blank and d emit are the edge occupancies."""
         blank, emit, log_p, alpha, beta = ctx.saved_tensors
-        occ_blank, occ_emit = _occupancies(blank, emit, log_p, alpha, beta, ctx.emit_advances_time)
+        occ_blank, occ_emit = _occupancies(blank, emit, log_p, alpha, beta, ctx.one_symbol_per_frame)
         scale = grad_log_p.view(-1, 1, 1)
         return occ_blank * scale, occ_emit * scale, None, None, None
 
@@ -163,23 +164,24 @@ if CPU_AVAILABLE:
     torch.library.register_autograd("seqloss::ctc_occupancy", _ctc_backward, setup_context=_ctc_setup)
 
 
-def _marginals_from_grid(blank, emit, log_p, alpha, beta, emit_advances_time):
+def _marginals_from_grid(blank, emit, log_p, alpha, beta, one_symbol_per_frame):
     """Full-grid alpha/beta (B, T+1, U+1) -> the (log_p, alpha, beta_blank, beta_emit) of the reference."""
     num_frames, num_labels = blank.shape[1], emit.shape[2]
-    beta_emit = beta[:, 1:] if emit_advances_time else beta[:, :-1]
+    beta_emit = beta[:, 1:] if one_symbol_per_frame else beta[:, :-1]
     return log_p, alpha[:, :num_frames], beta[:, 1:], beta_emit[:, :, 1: num_labels + 1]
 
 
-def _occupancies(blank, emit, log_p, alpha, beta, emit_advances_time):
-    _, alpha, beta_blank, beta_emit = _marginals_from_grid(blank, emit, log_p, alpha, beta, emit_advances_time)
+def _occupancies(blank, emit, log_p, alpha, beta, one_symbol_per_frame):
+    _, alpha, beta_blank, beta_emit = _marginals_from_grid(blank, emit, log_p, alpha, beta, one_symbol_per_frame)
     total = log_p.view(-1, 1, 1)
     return occupancy(alpha + blank + beta_blank, total), occupancy(alpha[..., :-1] + emit + beta_emit, total)
 
 
-def transducer_marginals(blank, emit, frames, labels, emit_advances_time: bool):
+@renamed_keyword("emit_advances_time", "one_symbol_per_frame")
+def transducer_marginals(blank, emit, frames, labels, *, one_symbol_per_frame: bool):
     """Native :func:`seqloss._lattice.transducer.transducer_marginals` (same arguments and results)."""
-    log_p, alpha, beta = torch.ops.seqloss.transducer_lattice(blank, emit, frames, labels, emit_advances_time)
-    return _marginals_from_grid(blank, emit, log_p, alpha, beta, emit_advances_time)
+    log_p, alpha, beta = torch.ops.seqloss.transducer_lattice(blank, emit, frames, labels, one_symbol_per_frame)
+    return _marginals_from_grid(blank, emit, log_p, alpha, beta, one_symbol_per_frame)
 
 
 def ctc_occupancy(e, ext, target_lengths, input_lengths, blank: int):
@@ -187,24 +189,29 @@ def ctc_occupancy(e, ext, target_lengths, input_lengths, blank: int):
     return torch.ops.seqloss.ctc_occupancy(e, ext, target_lengths, input_lengths, blank)
 
 
-def transducer_viterbi(blank, emit, frames, labels, emit_advances_time: bool):
+@renamed_keyword("emit_advances_time", "one_symbol_per_frame")
+def transducer_viterbi(blank, emit, frames, labels, *, one_symbol_per_frame: bool):
     """Best path through the transducer lattice (same score conventions as transducer_marginals).
 
-    Returns (score (B,), emit_frames (B, U) int64): emit_frames[b, u] is the frame t of the cell
-    (t, u) whose emit edge (label u+1) the best path takes; -1 for u >= U_b or an infeasible
-    utterance. On a tie the blank edge wins.
+    Returns (emit_frames (B, U) int64, score (B,)), the order of
+    :func:`seqloss._lattice.viterbi.transducer_viterbi` (the op itself returns the score first):
+    emit_frames[b, u] is the frame t of the cell (t, u) whose emit edge (label u+1) the best path
+    takes; -1 for u >= U_b or an infeasible utterance. On a tie the blank edge wins.
     """
-    return torch.ops.seqloss.transducer_viterbi(blank, emit, frames, labels, emit_advances_time)
+    score, emit_frames = torch.ops.seqloss.transducer_viterbi(blank, emit, frames, labels, one_symbol_per_frame)
+    return emit_frames, score
 
 
 def ctc_viterbi(e, ext, target_lengths, input_lengths, blank: int):
-    """Best CTC path: (score (B,), states (B, T) int64), states[b, t] = extended-label state at frame t.
+    """Best CTC path: (states (B, T) int64, score (B,)), states[b, t] = extended-label state at frame t.
 
-    -1 for t >= T_b or an infeasible utterance; ``ext.gather(1, states.clamp(min=0))`` gives the
-    frame-level label path. Ties prefer staying in a state, then advancing by one, and the path
-    ends in the final blank rather than the last label.
+    The order of :func:`seqloss._lattice.viterbi.ctc_viterbi` (the op itself returns the score
+    first). -1 for t >= T_b or an infeasible utterance; ``ext.gather(1, states.clamp(min=0))``
+    gives the frame-level label path. Ties prefer staying in a state, then advancing by one, and
+    the path ends in the final blank rather than the last label.
     """
-    return torch.ops.seqloss.ctc_viterbi(e, ext, target_lengths, input_lengths, blank)
+    score, states = torch.ops.seqloss.ctc_viterbi(e, ext, target_lengths, input_lengths, blank)
+    return states, score
 
 
 def ssnt_lattice(token, choose, source_lengths, target_lengths):

@@ -1,10 +1,11 @@
 """Viterbi alignments and posterior occupancies for every loss (docs/design.md §3.6).
 
 ``*_align`` returns the best path given the reference: the frame-level label sequence, the frame
-of every target token and the path's score. ``*_posteriors`` returns the soft alignment: the
-posterior probability of every lattice edge, which is d log P / d score (minus the gradient of the
-"sum"-reduced loss w.r.t. the log-probabilities), usable as targets for label smoothing or
-re-weighting. Both run on the lattices of the losses, batched, on any device; the best paths use
+of every target token and the path's score, in that order (path first, score last, as
+``torchaudio.functional.forced_align`` and every Viterbi function of the backends).
+``*_posteriors`` returns the soft alignment: the posterior probability of every lattice edge,
+which is d log P / d score (minus the gradient of the "sum"-reduced loss w.r.t. the
+log-probabilities), usable as targets for label smoothing or re-weighting. Both run on the lattices of the losses, batched, on any device; the best paths use
 the native Viterbi kernels where built (``backend=`` / ``SEQLOSS_BACKEND`` as for the losses).
 """
 from typing import NamedTuple
@@ -12,12 +13,19 @@ from typing import NamedTuple
 import torch
 
 from . import _backend, _checks
-from . import ctc as _ctc
-from . import rnnt as _rnnt
-from . import ssnt as _ssnt
 from ._lattice import ctc as ctc_lattice
-from ._lattice.transducer import transducer_marginals, transducer_occupancy
 from ._lattice.semiring import occupancy
+from ._lattice.transducer import transducer_marginals, transducer_occupancy
+from .ctc import class_occupancy
+from .packing import packed_positions
+from .scores import (ctc_emissions, ctc_extended_labels, logit_rows, simple_ctc_edge_scores, ssnt_edge_scores,
+                     ssnt_padded_scores, ssnt_token_scores, transducer_edge_scores, transducer_layout)
+
+__all__ = [
+    "Alignment", "TransducerPosteriors", "SSNTPosteriors", "ctc_align", "ctc_posteriors", "simple_ctc_align",
+    "simple_ctc_posteriors", "rnnt_align", "rnnt_posteriors", "modified_rnnt_align", "modified_rnnt_posteriors",
+    "ssnt_align", "ssnt_posteriors",
+]
 
 
 class Alignment(NamedTuple):
@@ -62,7 +70,7 @@ def ctc_align(log_probs, targets, input_lengths, target_lengths, blank=0, *, bac
     ``torchaudio.functional.forced_align(log_probs.transpose(0, 1), targets, ...)[0]``.
     token_frames holds the first frame of each token's segment.
     """
-    log_probs, targets, input_lengths, target_lengths, blank, _ = _ctc._prepare(
+    log_probs, targets, input_lengths, target_lengths, blank, _ = _checks.prepare_ctc(
         log_probs, targets, input_lengths, target_lengths, blank, "none")
     with torch.no_grad():
         ext, e = _ctc_emissions(log_probs, targets, input_lengths, blank)
@@ -88,18 +96,18 @@ def ctc_align(log_probs, targets, input_lengths, target_lengths, blank=0, *, bac
 def ctc_posteriors(log_probs, targets, input_lengths, target_lengths, blank=0):
     """(T, B, V) posterior of each class at each frame: sum over the CTC states labelled v of their
     occupancy. Rows sum to 1 on valid frames; equals -d ctc_loss(reduction="sum") / d log_probs."""
-    log_probs, targets, input_lengths, target_lengths, blank, unbatched = _ctc._prepare(
+    log_probs, targets, input_lengths, target_lengths, blank, unbatched = _checks.prepare_ctc(
         log_probs, targets, input_lengths, target_lengths, blank, "none")
     with torch.no_grad():
         state = _ctc_state(log_probs, targets, input_lengths, target_lengths, blank)
-        mass = _ctc._class_gradient(log_probs, targets, blank, False, state, torch.ones_like(state[0][0, :, 0]))
+        mass = class_occupancy(log_probs, targets, blank, state, simple=False)
     return mass[:, 0] if unbatched else mass
 
 
 def _ctc_emissions(log_probs, targets, input_lengths, blank):
     """Blank-extended labels (B, S) and their emission scores (T, B, S) in the compute dtype."""
-    ext = ctc_lattice.extended_labels(targets, blank)
-    return ext, ctc_lattice.emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
+    ext = ctc_extended_labels(targets, blank)
+    return ext, ctc_emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
 
 
 def _ctc_state(log_probs, targets, input_lengths, target_lengths, blank):
@@ -110,93 +118,99 @@ def _ctc_state(log_probs, targets, input_lengths, target_lengths, blank):
 
 def simple_ctc_align(log_probs, targets, input_lengths, target_lengths, blank=0, *, backend=None):
     """Viterbi alignment of the simplified CTC: every frame emits blank or the next label."""
-    log_probs, targets, input_lengths, target_lengths, blank, _ = _ctc._prepare(
+    log_probs, targets, input_lengths, target_lengths, blank, _ = _checks.prepare_ctc(
         log_probs, targets, input_lengths, target_lengths, blank, "none")
     with torch.no_grad():
-        blank_s, emit_s = _ctc._simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
+        blank_s, emit_s = simple_ctc_edge_scores(log_probs, targets, input_lengths, target_lengths, blank)
         best_path = _backend.transducer_viterbi(_backend.resolve_backend(backend, log_probs.device))
-        token_frames, scores = best_path(blank_s, emit_s, input_lengths, target_lengths, True)
+        token_frames, scores = best_path(blank_s, emit_s, input_lengths, target_lengths, one_symbol_per_frame=True)
     return Alignment(_frame_labels(token_frames, targets, log_probs.shape[0], blank), token_frames, scores)
 
 
 def simple_ctc_posteriors(log_probs, targets, input_lengths, target_lengths, blank=0):
     """(T, B, V) class posteriors of the simplified CTC; = -d simple_ctc_loss(reduction="sum") / d log_probs."""
-    log_probs, targets, input_lengths, target_lengths, blank, unbatched = _ctc._prepare(
+    log_probs, targets, input_lengths, target_lengths, blank, unbatched = _checks.prepare_ctc(
         log_probs, targets, input_lengths, target_lengths, blank, "none")
     with torch.no_grad():
-        blank_s, emit_s = _ctc._simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
-        _, occ_blank, occ_emit = transducer_occupancy(blank_s, emit_s, input_lengths, target_lengths, True)
-        mass = _ctc._class_gradient(log_probs, targets, blank, True, [occ_blank, occ_emit],
-                                    torch.ones_like(occ_blank[:, 0, 0]))
+        blank_s, emit_s = simple_ctc_edge_scores(log_probs, targets, input_lengths, target_lengths, blank)
+        _, occ_blank, occ_emit = transducer_occupancy(blank_s, emit_s, input_lengths, target_lengths,
+                                                      one_symbol_per_frame=True)
+        mass = class_occupancy(log_probs, targets, blank, [occ_blank, occ_emit], simple=True)
     return mass[:, 0] if unbatched else mass
 
 
 # ------------------------------------------------------------------------------------- transducers
-def _transducer_scores(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, one_per_frame,
+def _transducer_scores(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, one_symbol_per_frame,
                        final_blank):
-    targets, logit_lengths, target_lengths, blank = _rnnt._prepare(logits, targets, logit_lengths, target_lengths,
-                                                                   blank, -1, "none")
-    layout = _rnnt._layout(logits, logit_lengths, target_lengths)
-    _, blank_s, emit_s, _ = _rnnt._lattice_scores(_rnnt._flatten(logits), targets, logit_lengths, target_lengths,
-                                                  blank, fused_log_softmax, one_per_frame and final_blank, layout)
+    targets, logit_lengths, target_lengths, blank = _checks.prepare_transducer(
+        logits, targets, logit_lengths, target_lengths, blank, -1, "none")
+    layout = transducer_layout(logits, logit_lengths, target_lengths)
+    _, blank_s, emit_s, _ = transducer_edge_scores(logit_rows(logits), targets, logit_lengths, target_lengths, blank,
+                                                   layout, fused_log_softmax=fused_log_softmax,
+                                                   one_symbol_per_frame=one_symbol_per_frame, final_blank=final_blank)
     return blank_s, emit_s, targets, logit_lengths, target_lengths, blank
 
 
-def _transducer_align(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, one_per_frame,
-                      final_blank, backend=None):
+def _transducer_align(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, one_symbol_per_frame,
+                      final_blank, backend):
     with torch.no_grad():
         blank_s, emit_s, targets, logit_lengths, target_lengths, blank = _transducer_scores(
-            logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, one_per_frame, final_blank)
+            logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, one_symbol_per_frame,
+            final_blank)
         best_path = _backend.transducer_viterbi(_backend.resolve_backend(backend, logits.device))
-        token_frames, scores = best_path(blank_s, emit_s, logit_lengths, target_lengths, one_per_frame)
+        token_frames, scores = best_path(blank_s, emit_s, logit_lengths, target_lengths,
+                                         one_symbol_per_frame=one_symbol_per_frame)
         labels = _frame_labels(token_frames, targets[:, : token_frames.shape[1]], blank_s.shape[1], blank)
     return Alignment(labels, token_frames, scores)
 
 
-def _transducer_posteriors(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, one_per_frame,
-                           final_blank):
+def _transducer_posteriors(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax,
+                           one_symbol_per_frame, final_blank):
     with torch.no_grad():
         blank_s, emit_s, _, logit_lengths, target_lengths, _ = _transducer_scores(
-            logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, one_per_frame, final_blank)
-        _, occ_blank, occ_emit = transducer_occupancy(blank_s, emit_s, logit_lengths, target_lengths, one_per_frame)
+            logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, one_symbol_per_frame,
+            final_blank)
+        _, occ_blank, occ_emit = transducer_occupancy(blank_s, emit_s, logit_lengths, target_lengths,
+                                                      one_symbol_per_frame=one_symbol_per_frame)
     return TransducerPosteriors(occ_blank, occ_emit)
 
 
-def rnnt_align(logits, targets, logit_lengths, target_lengths, blank=-1, fused_log_softmax=True, *, backend=None):
+def rnnt_align(logits, targets, logit_lengths, target_lengths, blank=-1, *, fused_log_softmax=True, backend=None):
     """Viterbi RNN-T alignment. token_frames[u] is the frame whose cell emitted y_{u+1}; labels[t] is
     the first token emitted on frame t (blank if none). Arguments as :func:`seqloss.rnnt_loss`
     (dense logits give grid-sized outputs; packed logits give the same with T = max T_b)."""
-    return _transducer_align(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, False, True,
-                             backend)
+    return _transducer_align(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax,
+                             one_symbol_per_frame=False, final_blank=True, backend=backend)
 
 
-def rnnt_posteriors(logits, targets, logit_lengths, target_lengths, blank=-1, fused_log_softmax=True):
+def rnnt_posteriors(logits, targets, logit_lengths, target_lengths, blank=-1, *, fused_log_softmax=True):
     """Edge posteriors of the RNN-T lattice: = d log P / d blank(t, u) and d log P / d emit(t, u)."""
-    return _transducer_posteriors(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, False,
-                                  True)
+    return _transducer_posteriors(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax,
+                                  one_symbol_per_frame=False, final_blank=True)
 
 
-def modified_rnnt_align(logits, targets, logit_lengths, target_lengths, blank=-1, fused_log_softmax=True,
-                        final_blank=True, *, backend=None):
+def modified_rnnt_align(logits, targets, logit_lengths, target_lengths, blank=-1, *, fused_log_softmax=True,
+                        final_blank=True, backend=None):
     """Viterbi alignment of the modified (one-symbol-per-frame) transducer; labels[t] is the frame's token."""
-    return _transducer_align(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, True,
-                             final_blank, backend)
+    return _transducer_align(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax,
+                             one_symbol_per_frame=True, final_blank=final_blank, backend=backend)
 
 
-def modified_rnnt_posteriors(logits, targets, logit_lengths, target_lengths, blank=-1, fused_log_softmax=True,
+def modified_rnnt_posteriors(logits, targets, logit_lengths, target_lengths, blank=-1, *, fused_log_softmax=True,
                              final_blank=True):
     """Edge posteriors of the modified transducer lattice (each frame's blank and emit sum to 1)."""
-    return _transducer_posteriors(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, True,
-                                  final_blank)
+    return _transducer_posteriors(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax,
+                                  one_symbol_per_frame=True, final_blank=final_blank)
 
 
 # --------------------------------------------------------------------------------------------- SSNT
 def _ssnt_lattice(log_probs, targets, log_p_choose, source_lengths, target_lengths):
-    targets, source_lengths, target_lengths, packed = _ssnt._prepare(log_probs, targets, log_p_choose,
-                                                                     source_lengths, target_lengths, "none")
-    token, choose = _ssnt._gather_scores(log_probs, targets, log_p_choose, target_lengths, packed)
-    index = _ssnt._packed_index(target_lengths, targets.shape[0]) if packed else None
-    blank, emit, shift = _ssnt._lattice_scores(token, choose, source_lengths, target_lengths)
+    targets, source_lengths, target_lengths, packed = _checks.prepare_ssnt(
+        log_probs, targets, log_p_choose, source_lengths, target_lengths, "none")
+    token, choose = ssnt_padded_scores(ssnt_token_scores(log_probs, targets), log_p_choose, target_lengths,
+                                       packed=packed)
+    index = packed_positions(target_lengths, targets.shape[0]) if packed else None
+    blank, emit, shift = ssnt_edge_scores(token, choose, source_lengths, target_lengths)
     return blank, emit, shift, source_lengths, target_lengths, targets, index
 
 
@@ -208,7 +222,7 @@ def ssnt_align(log_probs, targets, log_p_choose, source_lengths, target_lengths,
         blank, emit, _, source_lengths, target_lengths, targets, index = _ssnt_lattice(
             log_probs, targets, log_p_choose, source_lengths, target_lengths)
         best_path = _backend.transducer_viterbi(_backend.resolve_backend(backend, log_probs.device))
-        token_frames, scores = best_path(blank, emit, source_lengths, target_lengths, False)
+        token_frames, scores = best_path(blank, emit, source_lengths, target_lengths, one_symbol_per_frame=False)
         if index is not None:
             padded = targets.new_zeros(token_frames.shape)
             targets = padded.index_put(index, targets)
@@ -222,7 +236,8 @@ def ssnt_posteriors(log_probs, targets, log_p_choose, source_lengths, target_len
     with torch.no_grad():
         blank, emit, _, source_lengths, target_lengths, _, _ = _ssnt_lattice(
             log_probs, targets, log_p_choose, source_lengths, target_lengths)
-        log_p, alpha, beta_shift, beta_emit = transducer_marginals(blank, emit, source_lengths, target_lengths, False)
+        log_p, alpha, beta_shift, beta_emit = transducer_marginals(blank, emit, source_lengths, target_lengths,
+                                                                   one_symbol_per_frame=False)
         total = log_p.view(-1, 1, 1)
         occ_emit = occupancy(alpha[..., :-1] + emit + beta_emit, total).transpose(1, 2)
         occ_shift = occupancy(alpha + blank + beta_shift, total)[..., :-1].transpose(1, 2)

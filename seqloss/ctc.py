@@ -1,16 +1,21 @@
 """CTC and simplified CTC: drop-in replacements for ``torch.nn.functional.ctc_loss``.
 
-Stage 1 gathers the scores each path needs from log_probs (T, B, V); stage 2 runs the lattice
-(``_lattice.ctc`` or, for simplified CTC, the one-symbol-per-frame transducer lattice); stage 3
-scatters the occupancies back to (T, B, V). log_probs are treated as free scores: the gradient is
-d(-log P)/d log_probs = -occupancy, which is right whether or not the input is normalised.
+Stage 1 (``seqloss.scores``) gathers the scores each path needs from log_probs (T, B, V); stage 2
+runs the lattice (``_lattice.ctc`` or, for simplified CTC, the one-symbol-per-frame transducer
+lattice); stage 3 (:func:`class_occupancy`) scatters the occupancies back to (T, B, V). log_probs
+are treated as free scores: the gradient is d(-log P)/d log_probs = -occupancy, which is right
+whether or not the input is normalised. Simplified CTC (tf_seq2seq_losses: every frame emits blank
+or the next label, no merging) is the one-symbol-per-frame transducer lattice with scores that do
+not depend on u.
 """
 import torch
 
 from . import _backend, _checks
 from ._lattice import ctc as ctc_lattice
-from ._lattice.semiring import NEG_INF
 from ._lattice.transducer import transducer_log_likelihood, transducer_occupancy
+from .scores import ctc_emissions, ctc_extended_labels, simple_ctc_edge_scores
+
+__all__ = ["ctc_loss", "simple_ctc_loss", "class_occupancy"]
 
 
 def _scatter_to_classes(mass: torch.Tensor, index: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -22,79 +27,24 @@ def _scatter_to_classes(mass: torch.Tensor, index: torch.Tensor, num_classes: in
     return torch.matmul(mass.unsqueeze(-2), one_hot.expand(*mass.shape, num_classes)).squeeze(-2)
 
 
-def _prepare(log_probs, targets, input_lengths, target_lengths, blank, reduction):
-    """Validate a ctc_loss call; return (log_probs (T,B,V), padded targets (B,L), lengths, blank, unbatched)."""
-    _checks.check_reduction(reduction)
-    _checks.check_scores("log_probs", log_probs, (2, 3))
-    unbatched = log_probs.dim() == 2
-    device = log_probs.device
-    targets = _checks.as_index_tensor("targets", targets, device)
-    input_lengths = _checks.as_index_tensor("input_lengths", input_lengths, device)
-    target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
-    if unbatched:
-        if targets.dim() != 1:
-            raise ValueError(f"targets must be 1-D for unbatched (T, C) log_probs, got shape {tuple(targets.shape)}")
-        log_probs, targets = log_probs.unsqueeze(1), targets.unsqueeze(0)
-        input_lengths, target_lengths = input_lengths.reshape(1), target_lengths.reshape(1)
-    num_frames, batch, num_classes = log_probs.shape
-    _checks.check_batch("log_probs", batch)
-    blank = _checks.resolve_blank(blank, num_classes)
-    _checks.check_lengths("input_lengths", input_lengths, batch, num_frames, "log_probs.shape[0]")
-    if targets.dim() == 1:  # concatenated targets
-        _checks.check_lengths("target_lengths", target_lengths, batch, None, "")
-        if not _checks.tracing() and int(target_lengths.sum()) != targets.numel():
-            raise ValueError(f"concatenated targets must have sum(target_lengths) = {int(target_lengths.sum())} "
-                             f"elements, got {targets.numel()}")
-        max_len = int(target_lengths.max()) if batch else 0
-        offsets = torch.cumsum(target_lengths, 0) - target_lengths
-        position = torch.arange(max_len, device=device)
-        valid = position < target_lengths.unsqueeze(1)
-        index = torch.where(valid, offsets.unsqueeze(1) + position, 0)
-        targets = torch.where(valid, targets[index] if targets.numel() else torch.zeros_like(index), 0)
-    elif targets.dim() == 2:
-        if targets.shape[0] != batch:
-            raise ValueError(f"targets must have batch size {batch} (log_probs.shape[1]), got {targets.shape[0]}")
-        _checks.check_lengths("target_lengths", target_lengths, batch, targets.shape[1], "targets.shape[1]")
-    else:
-        raise ValueError(f"targets must be 2-D (padded) or 1-D (concatenated), got shape {tuple(targets.shape)}")
-    _checks.check_target_values(targets, target_lengths, num_classes, blank)
-    valid = torch.arange(targets.shape[1], device=device) < target_lengths.unsqueeze(1)
-    targets = torch.where(valid, targets, blank)  # padding never reaches a gather out of range
-    return log_probs, targets, input_lengths, target_lengths, blank, unbatched
-
-
-# ---------------------------------------------------------------------------------------------
-# Simplified CTC (tf_seq2seq_losses): every frame emits blank or the next label, no merging.
-# It is the one-symbol-per-frame transducer lattice with scores that do not depend on u.
-# ---------------------------------------------------------------------------------------------
-def _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank):
-    """(T,B,V) -> blank (B,T,L+1) = lp_t(blank), emit (B,T,L) = lp_t(y_{l+1}), -inf outside each utterance."""
-    x = log_probs.to(_checks.compute_dtype(log_probs)).transpose(0, 1)  # (B, T, V)
-    num_labels = targets.shape[1]
-    frame_ok = (torch.arange(x.shape[1], device=x.device) < input_lengths.unsqueeze(1)).unsqueeze(2)
-    label = torch.arange(num_labels + 1, device=x.device)
-    blank_scores = torch.where(frame_ok & (label <= target_lengths.view(-1, 1, 1)),
-                               x[:, :, blank : blank + 1], NEG_INF)
-    emit_scores = x.gather(2, targets.unsqueeze(1).expand(-1, x.shape[1], -1))
-    emit_scores = torch.where(frame_ok & (label[:-1] < target_lengths.view(-1, 1, 1)), emit_scores, NEG_INF)
-    return blank_scores, emit_scores
-
-
 def _ctc_nll(log_probs, targets, input_lengths, target_lengths, blank, simple, zero_infinity):
     """-log P per utterance through differentiable ops (the double-backward path)."""
     if simple:
-        blank_s, emit_s = _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
-        log_p = transducer_log_likelihood(blank_s, emit_s, input_lengths, target_lengths, emit_advances_time=True)
+        blank_s, emit_s = simple_ctc_edge_scores(log_probs, targets, input_lengths, target_lengths, blank)
+        log_p = transducer_log_likelihood(blank_s, emit_s, input_lengths, target_lengths, one_symbol_per_frame=True)
     else:
-        ext = ctc_lattice.extended_labels(targets, blank)
-        e = ctc_lattice.emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
+        ext = ctc_extended_labels(targets, blank)
+        e = ctc_emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
         log_p = ctc_lattice.ctc_alpha(e, ext, target_lengths, input_lengths, blank)[1]
     return torch.where(torch.isinf(log_p), 0.0, -log_p) if zero_infinity else -log_p
 
 
-def _class_gradient(log_probs, targets, blank, simple, state, scale=None):
-    """sum_b scale[b] d log P_b / d log_probs (T, B, V) from the lattice posteriors saved by forward.
+def class_occupancy(log_probs, targets, blank, state, *, simple, scale=None):
+    """Stage 3 of the CTC losses: sum_b scale[b] d log P_b / d log_probs (T, B, V), the occupancy of each class.
 
+    ``state`` holds the lattice posteriors: [gamma (T, B, S), extended labels (B, S)] for CTC
+    (out[t, b, v] = sum_{s: l'_s = v} gamma_t(s)), [occ_blank (B, T, L+1), occ_emit (B, T, L)] for the
+    simplified CTC (``simple=True``; out[t, b, blank] = sum_l occ_blank, out[t, b, y_{l+1}] += occ_emit).
     The (B,)-sized scale (default: all ones) is applied to the small posteriors before they are
     scattered over V.
     """
@@ -117,15 +67,15 @@ class _CTCFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank, zero_infinity, simple, backend):
         if simple:
-            blank_s, emit_s = _simple_ctc_scores(log_probs, targets, input_lengths, target_lengths, blank)
+            blank_s, emit_s = simple_ctc_edge_scores(log_probs, targets, input_lengths, target_lengths, blank)
             log_p, *state = transducer_occupancy(blank_s, emit_s, input_lengths, target_lengths,
-                                                 emit_advances_time=True,
+                                                 one_symbol_per_frame=True,
                                                  marginals=_backend.transducer_marginals(backend))
             bad = _checks.invalid_utterances(0, blank_s, emit_s)
             state = [_checks.poison(bad, occupancy) for occupancy in state]
         else:
-            ext = ctc_lattice.extended_labels(targets, blank)
-            e = ctc_lattice.emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
+            ext = ctc_extended_labels(targets, blank)
+            e = ctc_emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
             log_p, gamma = _backend.ctc_occupancy(backend)(e, ext, target_lengths, input_lengths, blank)
             bad = _checks.invalid_utterances(1, e)
             state = [_checks.poison(bad, gamma, 1), ext]
@@ -144,12 +94,13 @@ class _CTCFunction(torch.autograd.Function):
                 lambda x: _ctc_nll(x, targets, input_lengths, target_lengths, blank, simple, zero_infinity),
                 [log_probs], grad_losses)
             return (grads[0],) + none
-        grad = _class_gradient(log_probs, targets, blank, simple, state, -grad_losses.to(state[0].dtype))
+        grad = class_occupancy(log_probs, targets, blank, state, simple=simple, scale=-grad_losses.to(state[0].dtype))
         return (grad.to(log_probs.dtype),) + none
 
 
-def _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, simple, backend):
-    log_probs, targets, input_lengths, target_lengths, blank, unbatched = _prepare(
+def _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, *, simple,
+                backend):
+    log_probs, targets, input_lengths, target_lengths, blank, unbatched = _checks.prepare_ctc(
         log_probs, targets, input_lengths, target_lengths, blank, reduction)
     backend = _backend.resolve_backend(backend, log_probs.device)
     losses = _CTCFunction.apply(log_probs, targets, input_lengths, target_lengths, blank, bool(zero_infinity),
@@ -177,6 +128,9 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         backend: "native" (C++/CUDA lattice kernels) | "torch" (pure-PyTorch reference) | None
             (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
 
+    A drop-in for ``torch.nn.functional.ctc_loss``: the same argument list, so ``zero_infinity``
+    stays positional (7th) as it is there, while ``backend`` is keyword-only.
+
     Unlike torch's, the gradient treats log_probs as free scores (right for unnormalised input),
     double backward works, and results are deterministic on every device. Targets must not
     contain the blank id (within target_lengths). No frames (T = 0 or input_lengths[b] = 0) give
@@ -196,7 +150,8 @@ def simple_ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, 
         loss = -alpha_{T_b}(L_b)
 
     Repeats are not merged, so no blank is needed between equal labels; L > T is infeasible (+inf,
-    or 0 with zero_infinity). Same arguments, shapes, reductions, target rule and NaN rule as
+    or 0 with zero_infinity). Same arguments (``zero_infinity`` positional, as in the argument list
+    of ``torch.nn.functional.ctc_loss``), shapes, reductions, target rule and NaN rule as
     :func:`ctc_loss`.
     """
     return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,

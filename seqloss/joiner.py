@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from . import _checks
+from .packing import packed_cells
 from .rnnt import modified_rnnt_loss, rnnt_loss
 from .ssnt import ssnt_loss, ssnt_loss_gathered
 
@@ -52,22 +53,11 @@ class Joiner(nn.Module):
 
     def packed(self, enc: torch.Tensor, pred: torch.Tensor, logit_lengths, target_lengths) -> torch.Tensor:
         """Packed logits (sum_b T_b (U_b+1), V), rows ordered b, t, u over the valid cells only
-        (the optimized_transducer layout, accepted by ``rnnt_loss`` and ``modified_rnnt_loss``)."""
+        (the optimized_transducer layout, accepted by ``rnnt_loss`` and ``modified_rnnt_loss``;
+        ``seqloss.packing.packed_cells`` gives each row's (b, t, u))."""
         b, t, u = packed_cells(logit_lengths, target_lengths, enc.device)
         enc_proj, pred_proj = self.encoder_proj(enc), self.predictor_proj(pred)
         return self.output(self.hidden(enc_proj[b, t], pred_proj[b, u]))
-
-
-def packed_cells(logit_lengths, target_lengths, device):
-    """Row -> (b, t, u) for the packed layout: utterance b contributes T_b (U_b+1) rows, t-major."""
-    logit_lengths = _checks.as_index_tensor("logit_lengths", logit_lengths, device)
-    target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
-    rows = logit_lengths * (target_lengths + 1)
-    total = int(rows.sum())
-    b = torch.repeat_interleave(torch.arange(rows.shape[0], device=device), rows, output_size=total)
-    local = torch.arange(total, device=device) - (torch.cumsum(rows, 0) - rows)[b]
-    width = target_lengths[b] + 1
-    return b, local // width, local % width
 
 
 def _chunk_frames(batch, frames, columns, vocab, hidden, element_size, memory_budget_mb, chunk_size):
@@ -256,4 +246,4 @@ def fused_transducer_loss(joiner, enc, pred, targets, logit_lengths, target_leng
     return _checks.reduce(losses.to(_checks.output_dtype(enc)), reduction)
 
 
-__all__ = ["Joiner", "fused_transducer_loss", "packed_cells"]
+__all__ = ["Joiner", "fused_transducer_loss"]

@@ -98,7 +98,7 @@ class CTCLossLayer(keras.layers.Layer):
     its label length and averages over the batch; ``"sum"`` adds the utterance losses.
     """
 
-    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False,
+    def __init__(self, blank: int = 0, reduction: str = "mean", *, zero_infinity: bool = False,
                  from_logits: bool = True, **kwargs) -> None:
         kwargs.setdefault("autocast", False)  # score the logits in the dtype they come in
         super().__init__(**kwargs)
@@ -138,7 +138,7 @@ class RNNTLossLayer(keras.layers.Layer):
     the batch mean of the utterance losses).
     """
 
-    def __init__(self, blank: int = -1, clamp: float = -1, reduction: str = "mean",
+    def __init__(self, blank: int = -1, clamp: float = -1, reduction: str = "mean", *,
                  fused_log_softmax: bool = True, **kwargs) -> None:
         kwargs.setdefault("autocast", False)  # score the logits in the dtype they come in
         super().__init__(**kwargs)
@@ -186,7 +186,7 @@ class CTCLoss(keras.losses.Loss):
     its ``reduction`` (default: the batch mean) and any sample weights.
     """
 
-    def __init__(self, blank: int = 0, zero_infinity: bool = False, from_logits: bool = True,
+    def __init__(self, blank: int = 0, *, zero_infinity: bool = False, from_logits: bool = True,
                  normalize_by_length: bool = False, name: str = "ctc_loss",
                  reduction: str = "sum_over_batch_size", **kwargs) -> None:
         super().__init__(name=name, reduction=reduction, **kwargs)
@@ -216,7 +216,7 @@ class CTCLoss(keras.losses.Loss):
                 "from_logits": self.from_logits, "normalize_by_length": self.normalize_by_length}
 
 
-def ctc_greedy_decode(logits, logit_lengths=None, blank: int = 0, merge_repeated: bool = True,
+def ctc_greedy_decode(logits, logit_lengths=None, blank: int = 0, *, merge_repeated: bool = True,
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the best-path CTC decoding of ``logits`` (B, T, V) and its lengths.
 
@@ -263,14 +263,14 @@ class CTCGreedyDecoder(keras.layers.Layer):
     non-negative entries). Not differentiable; use it as a model output for metrics or inference.
     """
 
-    def __init__(self, blank: int = 0, merge_repeated: bool = True, **kwargs) -> None:
+    def __init__(self, blank: int = 0, *, merge_repeated: bool = True, **kwargs) -> None:
         kwargs.setdefault("autocast", False)
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
         self.blank, self.merge_repeated = int(blank), bool(merge_repeated)
 
     def call(self, logits, logit_lengths=None):
-        return ctc_greedy_decode(logits, logit_lengths, self.blank, self.merge_repeated)[0]
+        return ctc_greedy_decode(logits, logit_lengths, self.blank, merge_repeated=self.merge_repeated)[0]
 
     def compute_output_spec(self, logits, logit_lengths=None):
         return keras.KerasTensor(logits.shape[:2], dtype="int64")

@@ -1,71 +1,19 @@
 """RNN-T and the modified (one-symbol-per-frame) transducer: drop-ins for torchaudio's rnnt_loss.
 
-Stage 1 (scores): per lattice cell, lse = logsumexp over V (when fused_log_softmax), the blank
-score x[blank] - lse and the emit score x[y_{u+1}] - lse. Dense (B, T, U+1, V) and packed
-(sum_b T_b (U_b+1), V) logits are both handled as rows of a 2-D (N, V) view with a row -> (b, t, u)
-map, so one code path serves both. Stage 2: the transducer lattice. Stage 3 (chain back):
+Stage 1 (``seqloss.scores``): per lattice cell, lse = logsumexp over V (when fused_log_softmax),
+the blank score x[blank] - lse and the emit score x[y_{u+1}] - lse, on the (N, V) rows of dense or
+packed logits. Stage 2: the transducer lattice. Stage 3 (chain back, here):
     d loss / d x[v] = gamma(t, u) softmax(x)[v] - occ_blank(t, u) [v = blank] - occ_emit(t, u) [v = y_{u+1}]
 with gamma = occ_blank + occ_emit (the cell occupancy); without fused_log_softmax, only the two
 occupancy terms. Only the small (B, T, U+1) tensors are kept between forward and backward.
 """
-from dataclasses import dataclass
-
 import torch
 
 from . import _backend, _checks
-from ._lattice.semiring import NEG_INF
 from ._lattice.transducer import transducer_log_likelihood, transducer_occupancy
+from .scores import from_grid, invalid_rows, logit_rows, transducer_edge_scores, transducer_layout
 
-
-@dataclass
-class _Layout:
-    """Where each logits row sits in the (B, T, U+1) lattice grid."""
-    batch: torch.Tensor   # (N,) utterance of each row
-    frame: torch.Tensor   # (N,) t
-    label: torch.Tensor   # (N,) u
-    grid: tuple           # (B, T_grid, U_grid + 1)
-    dense: bool           # rows are the whole grid in order (no scatter needed)
-
-
-def _layout(logits, logit_lengths, target_lengths) -> _Layout:
-    device = logits.device
-    if logits.dim() == 4:
-        batch, frames, width, _ = logits.shape
-        b, t, u = torch.meshgrid(torch.arange(batch, device=device), torch.arange(frames, device=device),
-                                 torch.arange(width, device=device), indexing="ij")
-        return _Layout(b.reshape(-1), t.reshape(-1), u.reshape(-1), (batch, frames, width), True)
-    batch = logit_lengths.shape[0]
-    rows_per_utt = logit_lengths * (target_lengths + 1)
-    num_rows = logits.shape[0]
-    b = torch.repeat_interleave(torch.arange(batch, device=device), rows_per_utt, output_size=num_rows)
-    local = torch.arange(num_rows, device=device) - (torch.cumsum(rows_per_utt, 0) - rows_per_utt)[b]
-    width = target_lengths[b] + 1
-    grid = (batch, int(logit_lengths.max()), int(target_lengths.max()) + 1)
-    return _Layout(b, local // width, local % width, grid, False)
-
-
-def _row_scores(x2d, row_targets, blank, fused):
-    """(N, V) rows -> lse (N,) (None if not fused), blank score (N,), emit score (N,)."""
-    if fused and not torch.is_grad_enabled():  # the fast path (not the double-backward recursion)
-        return _backend.v_wide(_fused_row_scores, x2d, row_targets, blank)
-    x = x2d.to(_checks.compute_dtype(x2d)) if x2d.dtype in (torch.float16, torch.bfloat16) else x2d
-    blank_s = x[:, blank]
-    emit_s = x.gather(1, row_targets.unsqueeze(1))[:, 0]
-    if not fused:
-        return None, blank_s, emit_s
-    lse = torch.logsumexp(x, dim=1)
-    return lse, blank_s - lse, emit_s - lse
-
-
-def _fused_row_scores(x2d, row_targets, blank):
-    """Stage 1 as one pass over the logits (under torch.compile): lse and the two gathered log-probs.
-
-    Returns only (N,) tensors, never a view of an (N, V) intermediate, so inductor fuses the
-    log-sum-exp with both gathers.
-    """
-    x = x2d.to(_checks.compute_dtype(x2d))
-    lse = torch.logsumexp(x, dim=1)
-    return lse, x[:, blank] - lse, x.gather(1, row_targets.unsqueeze(1))[:, 0] - lse
+__all__ = ["rnnt_loss", "modified_rnnt_loss"]
 
 
 def _logits_grad(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused):
@@ -118,80 +66,42 @@ def _logits_grad_into(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, 
     return x2d
 
 
-def _to_grid(values, layout: _Layout, fill=NEG_INF):
-    if layout.dense:
-        return values.view(layout.grid)
-    grid = values.new_full(layout.grid, fill)
-    return grid.index_put((layout.batch, layout.frame, layout.label), values)
-
-
-def _from_grid(grid, layout: _Layout):
-    if layout.dense:
-        return grid.reshape(-1)
-    return grid[layout.batch, layout.frame, layout.label]
-
-
-def _lattice_scores(x2d, targets, logit_lengths, target_lengths, blank, fused, final_blank_only, layout):
-    """Masked lattice scores: blank (B,T,U+1), emit (B,T,U), and lse rows for the chain back."""
-    row_targets = targets[layout.batch, layout.label.clamp(max=targets.shape[1] - 1)] if targets.shape[1] else \
-        torch.zeros_like(layout.label)
-    lse, blank_rows, emit_rows = _row_scores(x2d, row_targets, blank, fused)
-    blank_s, emit_s = _to_grid(blank_rows, layout), _to_grid(emit_rows, layout)[:, :, :-1]
-    t = torch.arange(layout.grid[1], device=x2d.device).view(1, -1, 1)
-    u = torch.arange(layout.grid[2], device=x2d.device).view(1, 1, -1)
-    frames, labels = logit_lengths.view(-1, 1, 1), target_lengths.view(-1, 1, 1)
-    emit_frames = frames - 1 if final_blank_only else frames
-    blank_s = torch.where((t < frames) & (u <= labels), blank_s, NEG_INF)
-    emit_s = torch.where((t < emit_frames) & (u[..., :-1] < labels), emit_s, NEG_INF)
-    return lse, blank_s, emit_s, row_targets
-
-
-def _invalid_rows(lse, layout: _Layout, logit_lengths, target_lengths):
-    """(B,) bool: a valid lattice row (t < T_b, u <= U_b) whose log-sum-exp is NaN or +inf (a NaN or +inf logit)."""
-    grid = _to_grid(lse, layout, fill=0.0)
-    t = torch.arange(layout.grid[1], device=lse.device).view(1, -1, 1)
-    u = torch.arange(layout.grid[2], device=lse.device).view(1, 1, -1)
-    valid = (t < logit_lengths.view(-1, 1, 1)) & (u <= target_lengths.view(-1, 1, 1))
-    return (valid & (torch.isnan(grid) | torch.isposinf(grid))).flatten(1).any(1)
-
-
-def _flatten(logits):
-    return logits.reshape(-1, logits.shape[-1])
-
-
-def _transducer_nll(logits, targets, logit_lengths, target_lengths, blank, fused, one_per_frame, final_blank):
+def _transducer_nll(logits, targets, logit_lengths, target_lengths, blank, fused, one_symbol_per_frame, final_blank):
     """-log P per utterance, differentiable (the double-backward path)."""
-    layout = _layout(logits, logit_lengths, target_lengths)
-    x2d = _flatten(logits)
+    layout = transducer_layout(logits, logit_lengths, target_lengths)
+    x2d = logit_rows(logits)
     if fused:
         x2d = x2d.to(_checks.compute_dtype(x2d))
-    _, blank_s, emit_s, _ = _lattice_scores(x2d, targets, logit_lengths, target_lengths, blank, fused,
-                                            one_per_frame and final_blank, layout)
-    return -transducer_log_likelihood(blank_s, emit_s, logit_lengths, target_lengths, one_per_frame)
+    _, blank_s, emit_s, _ = transducer_edge_scores(x2d, targets, logit_lengths, target_lengths, blank, layout,
+                                                   fused_log_softmax=fused, one_symbol_per_frame=one_symbol_per_frame,
+                                                   final_blank=final_blank)
+    return -transducer_log_likelihood(blank_s, emit_s, logit_lengths, target_lengths,
+                                      one_symbol_per_frame=one_symbol_per_frame)
 
 
 class _TransducerFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, clamp, fused, one_per_frame,
+    def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, clamp, fused, one_symbol_per_frame,
                 final_blank, backend, inplace_grad=False):
-        layout = _layout(logits, logit_lengths, target_lengths)
-        lse, blank_s, emit_s, row_targets = _lattice_scores(
-            _flatten(logits), targets, logit_lengths, target_lengths, blank, fused, one_per_frame and final_blank,
-            layout)
+        layout = transducer_layout(logits, logit_lengths, target_lengths)
+        lse, blank_s, emit_s, row_targets = transducer_edge_scores(
+            logit_rows(logits), targets, logit_lengths, target_lengths, blank, layout, fused_log_softmax=fused,
+            one_symbol_per_frame=one_symbol_per_frame, final_blank=final_blank)
         log_p, occ_blank, occ_emit = transducer_occupancy(blank_s, emit_s, logit_lengths, target_lengths,
-                                                          one_per_frame, marginals=_backend.transducer_marginals(backend))
+                                                          one_symbol_per_frame=one_symbol_per_frame,
+                                                          marginals=_backend.transducer_marginals(backend))
         # NaN in, NaN out on every backend: a NaN or +inf score, or logit of a valid row (through lse)
         bad = _checks.invalid_utterances(0, blank_s, emit_s)
         if fused:
-            bad = bad | _invalid_rows(lse, layout, logit_lengths, target_lengths)
+            bad = bad | invalid_rows(lse, layout, logit_lengths, target_lengths)
         log_p, occ_blank, occ_emit = (_checks.poison(bad, x) for x in (log_p, occ_blank, occ_emit))
         occ_emit = torch.nn.functional.pad(occ_emit, (0, 1))
-        saved = [logits, targets, logit_lengths, target_lengths, _from_grid(occ_blank, layout),
-                 _from_grid(occ_emit, layout), row_targets, layout.batch]
+        saved = [logits, targets, logit_lengths, target_lengths, from_grid(occ_blank, layout),
+                 from_grid(occ_emit, layout), row_targets, layout.batch]
         if fused:
             saved.append(lse)
         ctx.save_for_backward(*saved)
-        ctx.config = (blank, clamp, fused, one_per_frame, final_blank)
+        ctx.config = (blank, clamp, fused, one_symbol_per_frame, final_blank)
         ctx.inplace_grad = inplace_grad
         return -log_p
 
@@ -199,17 +109,17 @@ class _TransducerFunction(torch.autograd.Function):
     def backward(ctx, grad_losses):
         logits, targets, logit_lengths, target_lengths, occ_blank, occ_emit, row_targets, row_batch, *lse = \
             ctx.saved_tensors
-        blank, clamp, fused, one_per_frame, final_blank = ctx.config
+        blank, clamp, fused, one_symbol_per_frame, final_blank = ctx.config
         none = (None,) * 10
         if torch.is_grad_enabled():
             def nll(x):
-                return _transducer_nll(x, targets, logit_lengths, target_lengths, blank, fused, one_per_frame,
+                return _transducer_nll(x, targets, logit_lengths, target_lengths, blank, fused, one_symbol_per_frame,
                                        final_blank)
             if clamp <= 0:
                 return (_checks.recompute_grads(nll, [logits], grad_losses)[0],) + none
             unit = _checks.recompute_grads(nll, [logits], torch.ones_like(grad_losses))[0].clamp(-clamp, clamp)
             return (unit * grad_losses.view(-1, *([1] * (logits.dim() - 1))).to(unit.dtype),) + none
-        x2d = _flatten(logits)
+        x2d = logit_rows(logits)
         if fused:
             lse = lse[0]
             lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
@@ -226,42 +136,6 @@ class _TransducerFunction(torch.autograd.Function):
         return (grad.view(logits.shape),) + none
 
 
-def _prepare(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction):
-    _checks.check_reduction(reduction)
-    _checks.check_scores("logits", logits, (2, 4))
-    device = logits.device
-    targets = _checks.as_index_tensor("targets", targets, device)
-    logit_lengths = _checks.as_index_tensor("logit_lengths", logit_lengths, device)
-    target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
-    if targets.dim() != 2:
-        raise ValueError(f"targets must be 2-D (B, U), got shape {tuple(targets.shape)}")
-    batch, num_classes = targets.shape[0], logits.shape[-1]
-    _checks.check_batch("targets", batch)
-    if not isinstance(clamp, (int, float)) or isinstance(clamp, bool):
-        raise TypeError(f"clamp must be a number (<= 0 disables clamping), got {type(clamp).__name__}")
-    blank = _checks.resolve_blank(blank, num_classes)
-    if logits.dim() == 4:
-        if logits.shape[0] != batch:
-            raise ValueError(f"logits must have batch size {batch} (targets.shape[0]), got {logits.shape[0]}")
-        _checks.check_lengths("logit_lengths", logit_lengths, batch, logits.shape[1], "logits.shape[1]")
-        _checks.check_lengths("target_lengths", target_lengths, batch, min(targets.shape[1], logits.shape[2] - 1),
-                              "min(targets.shape[1], logits.shape[2] - 1)")
-    else:
-        _checks.check_lengths("logit_lengths", logit_lengths, batch, None, "")
-        _checks.check_lengths("target_lengths", target_lengths, batch, targets.shape[1], "targets.shape[1]")
-        if not _checks.tracing():
-            rows = int((logit_lengths * (target_lengths + 1)).sum())
-            if rows != logits.shape[0]:
-                raise ValueError(f"packed logits must have sum_b logit_lengths[b] * (target_lengths[b] + 1) = {rows} "
-                                 f"rows, got {logits.shape[0]}")
-    if not _checks.tracing() and bool((logit_lengths == 0).any()):
-        raise ValueError("logit_lengths must be >= 1 for transducer losses (an utterance needs a frame)")
-    _checks.check_target_values(targets, target_lengths, num_classes, blank)
-    valid = torch.arange(targets.shape[1], device=device) < target_lengths.unsqueeze(1)
-    targets = torch.where(valid, targets, 0 if blank != 0 else min(1, num_classes - 1))
-    return targets, logit_lengths, target_lengths, blank
-
-
 def _check_inplace(logits, inplace_grad):
     if not isinstance(inplace_grad, bool):
         raise TypeError(f"inplace_grad must be a bool, got {type(inplace_grad).__name__}")
@@ -272,14 +146,14 @@ def _check_inplace(logits, inplace_grad):
         raise ValueError("inplace_grad=True needs contiguous logits (the gradient is written over their storage)")
 
 
-def _transducer_loss(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction, fused_log_softmax,
-                     one_per_frame, final_blank, backend, inplace_grad=False):
-    targets, logit_lengths, target_lengths, blank = _prepare(logits, targets, logit_lengths, target_lengths, blank,
-                                                             clamp, reduction)
+def _transducer_loss(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction, fused_log_softmax, *,
+                     one_symbol_per_frame, final_blank, backend, inplace_grad):
+    targets, logit_lengths, target_lengths, blank = _checks.prepare_transducer(
+        logits, targets, logit_lengths, target_lengths, blank, clamp, reduction)
     _check_inplace(logits, inplace_grad)
     backend = _backend.resolve_backend(backend, logits.device)
     losses = _TransducerFunction.apply(logits, targets, logit_lengths, target_lengths, blank, float(clamp),
-                                       bool(fused_log_softmax), one_per_frame, bool(final_blank), backend,
+                                       bool(fused_log_softmax), one_symbol_per_frame, bool(final_blank), backend,
                                        inplace_grad)
     return _checks.reduce(losses.to(_checks.output_dtype(logits)), reduction)
 
@@ -304,6 +178,7 @@ def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1
             (per utterance, before scaling by the upstream gradient), on every device.
         reduction: "mean" (batch mean) | "sum" | "none".
         fused_log_softmax: True takes logits; False takes log-probabilities (or any scores).
+            Positional (8th) as in torchaudio's argument list; the flags below are keyword-only.
         backend: "native" (C++/CUDA lattice kernels) | "torch" (pure-PyTorch reference) | None
             (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
             A NaN or +inf logit in a valid row (t < T_b, u <= U_b; with fused_log_softmax=False,
@@ -315,12 +190,12 @@ def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1
             joiner's linear layer), contiguous, and not used after backward. Same numbers.
     """
     return _transducer_loss(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction,
-                            fused_log_softmax, one_per_frame=False, final_blank=True, backend=backend,
+                            fused_log_softmax, one_symbol_per_frame=False, final_blank=True, backend=backend,
                             inplace_grad=inplace_grad)
 
 
 def modified_rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1, reduction="mean",
-                       fused_log_softmax=True, final_blank=True, *, backend=None, inplace_grad=False):
+                       fused_log_softmax=True, *, final_blank=True, backend=None, inplace_grad=False):
     """Modified (one-symbol-per-frame) transducer loss: every frame emits blank or one symbol.
 
         alpha(0, 0) = 0
@@ -329,9 +204,10 @@ def modified_rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1,
                            feasible when U_b <= T_b - 1;
         final_blank=False (k2's rnnt_type="modified"):             loss_b = -alpha(T_b, U_b), feasible when U_b <= T_b.
 
-    Infeasible utterances give +inf (and zero gradient). Other arguments, and the NaN rule, as
-    :func:`rnnt_loss`.
+    Infeasible utterances give +inf (and zero gradient). Other arguments (``fused_log_softmax``
+    positional, as in torchaudio's argument list; ``final_blank`` keyword-only), and the NaN rule,
+    as :func:`rnnt_loss`.
     """
     return _transducer_loss(logits, targets, logit_lengths, target_lengths, blank, clamp, reduction,
-                            fused_log_softmax, one_per_frame=True, final_blank=final_blank, backend=backend,
+                            fused_log_softmax, one_symbol_per_frame=True, final_blank=final_blank, backend=backend,
                             inplace_grad=inplace_grad)

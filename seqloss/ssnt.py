@@ -10,81 +10,37 @@ source frame i) and r_j(i) = log(1 - exp(q_j(i))) (log prob of shifting past fra
 This is the transducer lattice with t = source frame i and u = target position j: "blank" is the
 shift edge (score r_j(i)), "emit" is (score q_j(i) + l_j(i)); the path must end by emitting the
 last token on frame S_b - 1, expressed as a zero-score edge (S_b - 1, J_b) -> (S_b, J_b).
-Chain back: d log P / d l_j(i) = occ_emit, d log P / d q_j(i) = occ_emit + occ_shift * dr/dq with
+Stage 1 (these scores, masked) is in ``seqloss.scores``. Chain back (:func:`ssnt_gradients`):
+d log P / d l_j(i) = occ_emit, d log P / d q_j(i) = occ_emit + occ_shift * dr/dq with
 dr/dq = -exp(q - r), i.e. occ_emit - exp(alpha + q + beta_next - log P) on the shift edge.
 """
 import torch
 
 from . import _backend, _checks, _ops
-from ._lattice.semiring import NEG_INF, occupancy
+from ._lattice.semiring import occupancy
 from ._lattice.transducer import transducer_log_likelihood
+from .scores import ssnt_edge_scores, ssnt_padded_scores, ssnt_token_scores
 
-
-def _log1mexp(q: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(q)) for q <= 0, accurate on both sides of -log 2."""
-    near_zero = q > -0.6931471805599453
-    return torch.where(near_zero, torch.log(-torch.expm1(torch.where(near_zero, q, -1.0))),
-                       torch.log1p(-torch.exp(torch.where(near_zero, -1.0, q))))
-
-
-def _packed_index(target_lengths: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(b, j) of every packed row (rows ordered b then j)."""
-    device = target_lengths.device
-    b = torch.repeat_interleave(torch.arange(target_lengths.shape[0], device=device), target_lengths,
-                                output_size=num_rows)
-    j = torch.arange(num_rows, device=device) - (torch.cumsum(target_lengths, 0) - target_lengths)[b]
-    return b, j
-
-
-def _rows_to_grid(rows: torch.Tensor, target_lengths: torch.Tensor, max_targets: int) -> torch.Tensor:
-    """Packed (sum_b J_b, S) rows ordered b, j -> padded (B, J, S), -inf padding."""
-    index = _packed_index(target_lengths, rows.shape[0])
-    grid = rows.new_full((target_lengths.shape[0], max_targets, rows.shape[1]), NEG_INF)
-    return grid.index_put(index, rows)
-
-
-def _lattice_scores(token, choose, source_lengths, target_lengths):
-    """(B,J,S) token and choose log-probs -> lattice blank (B,S,J+1) and emit (B,S,J), masked."""
-    batch, max_targets, num_frames = token.shape
-    shift = _log1mexp(choose)
-    i = torch.arange(num_frames, device=token.device).view(1, -1, 1)
-    j = torch.arange(max_targets + 1, device=token.device).view(1, 1, -1)
-    frames, labels = source_lengths.view(-1, 1, 1), target_lengths.view(-1, 1, 1)
-    blank = torch.nn.functional.pad(shift.transpose(1, 2), (0, 1), value=NEG_INF)
-    blank = torch.where((i < frames) & (j < labels), blank, NEG_INF)
-    blank = torch.where((i == frames - 1) & (j == labels), 0.0, blank)
-    emit = torch.where((i < frames) & (j[..., :-1] < labels), (token + choose).transpose(1, 2), NEG_INF)
-    return blank, emit, shift
-
-
-def _gather_scores(log_probs, targets, log_p_choose, target_lengths, packed):
-    """Token log-probs l_j(i) and choose log-probs as padded (B, J, S) in the compute dtype (differentiable)."""
-    token = log_probs.gather(-1, targets.unsqueeze(-1).unsqueeze(-1).expand(*targets.shape, log_probs.shape[-2], 1))
-    return _padded_scores(token[..., 0], log_p_choose, target_lengths, packed)
-
-
-def _padded_scores(token, choose, target_lengths, packed):
-    """Gathered token and choose log-probs, padded (B, J, S) or packed (sum_b J_b, S) -> padded, compute dtype."""
-    dtype = _checks.compute_dtype(token)
-    token, choose = token.to(dtype), choose.to(dtype)
-    if packed:
-        max_targets = int(target_lengths.max())
-        token = _rows_to_grid(token, target_lengths, max_targets)
-        choose = _rows_to_grid(choose, target_lengths, max_targets)
-    return token, choose
+__all__ = ["ssnt_loss", "ssnt_loss_gathered", "ssnt_gradients"]
 
 
 def _ssnt_nll(token, choose, source_lengths, target_lengths):
     """-log P (B,) from padded (B, J, S) token and choose log-probs, differentiable (torch reference)."""
-    blank, emit, _ = _lattice_scores(token, choose, source_lengths, target_lengths)
-    return -transducer_log_likelihood(blank, emit, source_lengths, target_lengths, emit_advances_time=False)
+    blank, emit, _ = ssnt_edge_scores(token, choose, source_lengths, target_lengths)
+    return -transducer_log_likelihood(blank, emit, source_lengths, target_lengths, one_symbol_per_frame=False)
 
 
-def _ssnt_grads_generic(token, choose, source_lengths, target_lengths, backend):
-    """log P (B,) and d log P / d token, d log P / d choose (B, J, S) through the transducer lattice."""
-    blank, emit, shift = _lattice_scores(token, choose, source_lengths, target_lengths)
+def ssnt_gradients(token, choose, source_lengths, target_lengths, *, backend: str):
+    """log P (B,) and d log P / d token, d log P / d choose (B, J, S) through the transducer lattice of `backend`.
+
+    token l_j(i) and choose q_j(i) are padded (B, J, S) in the compute dtype (``seqloss.scores``):
+        d log P / d l_j(i) = occ_emit(i, j)
+        d log P / d q_j(i) = occ_emit(i, j) - exp(alpha(i, j) + q_j(i) + beta(i+1, j) - log P)
+    (the second term is the shift edge's occupancy times d r / d q, written without r).
+    """
+    blank, emit, shift = ssnt_edge_scores(token, choose, source_lengths, target_lengths)
     log_p, alpha, beta_shift, beta_emit = _backend.transducer_marginals(backend)(
-        blank, emit, source_lengths, target_lengths, emit_advances_time=False)
+        blank, emit, source_lengths, target_lengths, one_symbol_per_frame=False)
     total = log_p.view(-1, 1, 1)
     occ_emit = occupancy(alpha[..., :-1] + emit + beta_emit, total).transpose(1, 2)  # (B, J, S)
     # d log P / d q through r = log(1 - e^q) is -occ_shift * e^q / (1 - e^q) = -exp(alpha + q + beta_next - log P),
@@ -103,7 +59,7 @@ def _ssnt_grads(token, choose, source_lengths, target_lengths, backend):
     """log P, d log P / d token, d log P / d choose: one fused native pass on CPU, else the generic lattice."""
     if backend == "native" and token.device.type == "cpu":
         return _ops.ssnt_lattice(token, choose, source_lengths, target_lengths)
-    return _ssnt_grads_generic(token, choose, source_lengths, target_lengths, backend)
+    return ssnt_gradients(token, choose, source_lengths, target_lengths, backend=backend)
 
 
 def _invalid_utterances(token, choose, source_lengths, target_lengths):
@@ -140,47 +96,6 @@ class _SSNTFunction(torch.autograd.Function):
         return grad_token * scale, grad_choose * scale, None, None, None
 
 
-def _check_lengths(name, scores, frames_dim, source_lengths, target_lengths, packed):
-    """Lengths against padded (B, J, S, ...) or packed (sum_b J_b, S, ...) scores; S is dim `frames_dim`."""
-    batch = source_lengths.shape[0] if packed else scores.shape[0]
-    _checks.check_batch("source_lengths" if packed else name, batch)
-    _checks.check_lengths("source_lengths", source_lengths, batch, scores.shape[frames_dim],
-                          f"{name}.shape[{frames_dim}]")
-    if packed:
-        _checks.check_lengths("target_lengths", target_lengths, batch, None, "")
-        if not _checks.tracing() and int(target_lengths.sum()) != scores.shape[0]:
-            raise ValueError(f"packed {name} must have sum(target_lengths) = {int(target_lengths.sum())} rows, "
-                             f"got {scores.shape[0]}")
-    else:
-        _checks.check_lengths("target_lengths", target_lengths, batch, scores.shape[1], f"{name}.shape[1]")
-
-
-def _prepare(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction):
-    _checks.check_reduction(reduction)
-    _checks.check_scores("log_probs", log_probs, (3, 4))
-    _checks.check_scores("log_p_choose", log_p_choose, (2, 3))
-    packed = log_probs.dim() == 3
-    device = log_probs.device
-    targets = _checks.as_index_tensor("targets", targets, device)
-    source_lengths = _checks.as_index_tensor("source_lengths", source_lengths, device)
-    target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
-    num_classes = log_probs.shape[-1]
-    if log_p_choose.shape != log_probs.shape[:-1]:
-        raise ValueError(f"log_p_choose must have shape {tuple(log_probs.shape[:-1])} (log_probs without V), "
-                         f"got {tuple(log_p_choose.shape)}")
-    if targets.shape != log_probs.shape[:-2]:
-        raise ValueError(f"targets must have shape {tuple(log_probs.shape[:-2])} "
-                         f"({'sum_b J_b' if packed else '(B, J)'} from log_probs), got {tuple(targets.shape)}")
-    _check_lengths("log_probs", log_probs, log_probs.dim() - 2, source_lengths, target_lengths, packed)
-    if packed:
-        _checks.check_target_values(targets.unsqueeze(0), target_lengths.sum().view(1), num_classes, None)
-    else:
-        _checks.check_target_values(targets, target_lengths, num_classes, None)
-        valid = torch.arange(targets.shape[1], device=device) < target_lengths.unsqueeze(1)
-        targets = torch.where(valid, targets, 0)
-    return targets, source_lengths, target_lengths, packed
-
-
 def ssnt_loss(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction="mean", *, backend=None):
     """SSNT loss -A_{J_b}(S_b - 1) (see the module docstring for the recursion).
 
@@ -199,10 +114,11 @@ def ssnt_loss(log_probs, targets, log_p_choose, source_lengths, target_lengths, 
     target-token log-prob, or a NaN or positive log_p_choose, makes that utterance's loss and
     gradient NaN on both backends; -inf is a valid score.
     """
-    targets, source_lengths, target_lengths, packed = _prepare(log_probs, targets, log_p_choose, source_lengths,
-                                                               target_lengths, reduction)
+    targets, source_lengths, target_lengths, packed = _checks.prepare_ssnt(
+        log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction)
     backend = _backend.resolve_backend(backend, log_probs.device)
-    token, choose = _gather_scores(log_probs, targets, log_p_choose, target_lengths, packed)
+    token, choose = ssnt_padded_scores(ssnt_token_scores(log_probs, targets), log_p_choose, target_lengths,
+                                       packed=packed)
     losses = _SSNTFunction.apply(token, choose, source_lengths, target_lengths, backend)
     return _checks.reduce(losses.to(_checks.output_dtype(log_probs)), reduction)
 
@@ -237,9 +153,9 @@ def ssnt_loss_gathered(token_log_probs, log_p_choose, source_lengths, target_len
     device = token_log_probs.device
     source_lengths = _checks.as_index_tensor("source_lengths", source_lengths, device)
     target_lengths = _checks.as_index_tensor("target_lengths", target_lengths, device)
-    _check_lengths("token_log_probs", token_log_probs, token_log_probs.dim() - 1, source_lengths, target_lengths,
-                   packed)
+    _checks.check_ssnt_lengths("token_log_probs", token_log_probs, token_log_probs.dim() - 1, source_lengths,
+                               target_lengths, packed=packed)
     backend = _backend.resolve_backend(backend, device)
-    token, choose = _padded_scores(token_log_probs, log_p_choose, target_lengths, packed)
+    token, choose = ssnt_padded_scores(token_log_probs, log_p_choose, target_lengths, packed=packed)
     losses = _SSNTFunction.apply(token, choose, source_lengths, target_lengths, backend)
     return _checks.reduce(losses.to(_checks.output_dtype(token_log_probs)), reduction)

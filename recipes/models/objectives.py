@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 import seqloss
-
-from seqloss.joiner import packed_cells
+from seqloss import packed_cells
 
 
 class Parts(Protocol):

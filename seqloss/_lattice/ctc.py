@@ -8,42 +8,27 @@ S = 2L + 1 states. With e_t(s) = lp_t(l'_s):
     log P      = LSE(alpha_{T-1}(S-1), alpha_{T-1}(S-2))
 
 beta mirrors it from the end (beta_t includes e_t(s)); the state occupancy is
-gamma_t(s) = exp(alpha_t(s) + beta_t(s) - e_t(s) - log P) = d log P / d e_t(s).
+gamma_t(s) = exp(alpha_t(s) + beta_t(s) - e_t(s) - log P) = d log P / d e_t(s). The extended
+labels and the emissions e come from stage 1 (``seqloss.scores.ctc_extended_labels``, ``ctc_emissions``).
 """
 import torch
 
 from .semiring import NEG_INF, log_add, occupancy
 
 
-def extended_labels(targets: torch.Tensor, blank: int) -> torch.Tensor:
-    """(B, L) targets -> (B, 2L+1) blank-interleaved label sequence."""
-    batch, max_len = targets.shape
-    ext = torch.full((batch, 2 * max_len + 1), blank, dtype=targets.dtype, device=targets.device)
-    ext[:, 1::2] = targets
-    return ext
-
-
-def _skip_allowed(ext: torch.Tensor, blank: int) -> torch.Tensor:
+def skip_allowed(ext: torch.Tensor, blank: int) -> torch.Tensor:
     """(B, S) bool: the transition s-2 -> s is allowed (a label different from the one before)."""
     allowed = torch.zeros_like(ext, dtype=torch.bool)
     allowed[:, 2:] = (ext[:, 2:] != blank) & (ext[:, 2:] != ext[:, :-2])
     return allowed
 
 
-def _shift(x: torch.Tensor, k: int) -> torch.Tensor:
+def shift_states(x: torch.Tensor, k: int) -> torch.Tensor:
     """x[..., s - k] along the last dim with -inf fill (k > 0 shifts right, k < 0 left)."""
     fill = torch.full_like(x[..., : abs(k)], NEG_INF)
     if k > 0:
         return torch.cat([fill, x[..., :-k]], dim=-1)
     return torch.cat([x[..., -k:], fill], dim=-1)
-
-
-def emissions(log_probs: torch.Tensor, ext: torch.Tensor, input_lengths: torch.Tensor) -> torch.Tensor:
-    """(T, B, V) scores -> (T, B, S) e_t(s) = lp_t(l'_s), -inf on frames t >= T_b."""
-    num_frames = log_probs.shape[0]
-    e = log_probs.gather(2, ext.unsqueeze(0).expand(num_frames, -1, -1))
-    frame = torch.arange(num_frames, device=log_probs.device).unsqueeze(1)
-    return torch.where((frame < input_lengths.unsqueeze(0)).unsqueeze(2), e, NEG_INF)
 
 
 def ctc_alpha(e: torch.Tensor, ext: torch.Tensor, target_lengths: torch.Tensor, input_lengths: torch.Tensor,
@@ -52,13 +37,13 @@ def ctc_alpha(e: torch.Tensor, ext: torch.Tensor, target_lengths: torch.Tensor, 
     num_frames, _, num_states = e.shape
     if num_frames == 0:  # no frames: only the empty target has a path (the empty one)
         return e.new_empty(e.shape), _empty_input_log_p(e, target_lengths)
-    skip = _skip_allowed(ext, blank)
+    skip = skip_allowed(ext, blank)
     state = torch.arange(num_states, device=e.device)
     alpha = torch.where(state < 2, e[0], NEG_INF)
     alphas = [alpha]
     for t in range(1, num_frames):
-        prev = log_add(alpha, _shift(alpha, 1))
-        prev = log_add(prev, torch.where(skip, _shift(alpha, 2), NEG_INF))
+        prev = log_add(alpha, shift_states(alpha, 1))
+        prev = log_add(prev, torch.where(skip, shift_states(alpha, 2), NEG_INF))
         alpha = e[t] + prev
         alphas.append(alpha)
     alphas = torch.stack(alphas)
@@ -81,15 +66,15 @@ def ctc_beta(e: torch.Tensor, ext: torch.Tensor, target_lengths: torch.Tensor, i
     num_frames, _, num_states = e.shape
     if num_frames == 0:
         return e.new_empty(e.shape)
-    skip_into = _shift(torch.where(_skip_allowed(ext, blank), 0.0, NEG_INF), -2)  # allowed s -> s+2
+    skip_into = shift_states(torch.where(skip_allowed(ext, blank), 0.0, NEG_INF), -2)  # allowed s -> s+2
     state = torch.arange(num_states, device=e.device).unsqueeze(0)
     end = 2 * target_lengths.unsqueeze(1)
     final = (state == end) | ((state == end - 1) & (end > 0))
     beta = torch.full_like(e[0], NEG_INF)
     betas = []
     for t in range(num_frames - 1, -1, -1):
-        nxt = log_add(beta, _shift(beta, -1))
-        nxt = log_add(nxt, _shift(beta, -2) + skip_into)
+        nxt = log_add(beta, shift_states(beta, -1))
+        nxt = log_add(nxt, shift_states(beta, -2) + skip_into)
         is_last = (input_lengths - 1 == t).unsqueeze(1)
         beta = e[t] + torch.where(is_last, torch.where(final, 0.0, NEG_INF), nxt)
         betas.append(beta)

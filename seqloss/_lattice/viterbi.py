@@ -6,9 +6,10 @@ Ties go to the first candidate in the order the recursion lists them (stay / bla
 """
 import torch
 
-from .ctc import _shift, _skip_allowed
+from .._deprecation import renamed_keyword
+from .ctc import shift_states, skip_allowed
 from .semiring import NEG_INF
-from .transducer import _pad_grid, _shift_u, _skew, _unskew
+from .transducer import pad_grid, shift_u, skew, unskew
 
 
 def ctc_viterbi(e: torch.Tensor, ext: torch.Tensor, target_lengths, input_lengths, blank: int):
@@ -20,13 +21,13 @@ def ctc_viterbi(e: torch.Tensor, ext: torch.Tensor, target_lengths, input_length
     no_frames_score = torch.where(target_lengths == 0, 0.0, NEG_INF).to(e.dtype)
     if num_frames == 0:  # no frames: the empty path, feasible for an empty target only
         return torch.full((batch, 0), -1, dtype=torch.long, device=e.device), no_frames_score
-    skip = _skip_allowed(ext, blank)
+    skip = skip_allowed(ext, blank)
     state = torch.arange(num_states, device=e.device)
     best = torch.where(state < 2, e[0], NEG_INF)
     back = [torch.zeros(batch, num_states, dtype=torch.long, device=e.device)]
     history = [best]
     for t in range(1, num_frames):
-        candidates = torch.stack([best, _shift(best, 1), torch.where(skip, _shift(best, 2), NEG_INF)])
+        candidates = torch.stack([best, shift_states(best, 1), torch.where(skip, shift_states(best, 2), NEG_INF)])
         value, offset = candidates.max(dim=0)  # first maximum wins: stay, then advance, then skip
         best = e[t] + value
         back.append(offset)
@@ -51,37 +52,38 @@ def ctc_viterbi(e: torch.Tensor, ext: torch.Tensor, target_lengths, input_length
     return states, score
 
 
-def transducer_viterbi(blank, emit, frames, labels, emit_advances_time: bool):
+@renamed_keyword("emit_advances_time", "one_symbol_per_frame")
+def transducer_viterbi(blank, emit, frames, labels, *, one_symbol_per_frame: bool):
     """Best path through the transducer lattice (scores masked as for ``transducer_occupancy``).
 
     Returns (emit_frame (B, U): the frame t of the cell whose emit edge produced label u, -1 past
     U_b; score (B,): the best path's total score).
     """
     batch, num_frames, width = blank.shape
-    blank, emit = _pad_grid(blank, emit)
+    blank, emit = pad_grid(blank, emit)
     rows = num_frames + 1
     # delta = 1 steps frame by frame; delta = 0 steps along anti-diagonals of the skewed grid.
     # The step is the same: from index u by blank, from index u - 1 by emit.
-    step_blank, step_emit = (blank, emit) if emit_advances_time else (_skew(blank), _skew(emit))
+    step_blank, step_emit = (blank, emit) if one_symbol_per_frame else (skew(blank), skew(emit))
     best = torch.where(torch.arange(width, device=blank.device) == 0, 0.0,
                        torch.full((batch, width), NEG_INF, dtype=blank.dtype, device=blank.device))
     came_by_emit = [torch.zeros(batch, width, dtype=torch.bool, device=blank.device)]
     values = [best]
     for n in range(1, step_blank.shape[1]):
-        by_blank, by_emit = best + step_blank[:, n - 1], _shift_u(best + step_emit[:, n - 1], 1)
+        by_blank, by_emit = best + step_blank[:, n - 1], shift_u(best + step_emit[:, n - 1], 1)
         came_by_emit.append(by_emit > by_blank)
         best = torch.maximum(by_blank, by_emit)
         values.append(best)
     values, came_by_emit = torch.stack(values, 1), torch.stack(came_by_emit, 1)
-    if not emit_advances_time:
-        values = _unskew(values, rows)
-        came_by_emit = _unskew(came_by_emit.to(torch.uint8), rows).bool()
+    if not one_symbol_per_frame:
+        values = unskew(values, rows)
+        came_by_emit = unskew(came_by_emit.to(torch.uint8), rows).bool()
     index = torch.arange(batch, device=blank.device)
     score = values[index, frames, labels]
     emit_frame = torch.full((batch, max(width - 1, 0)), -1, dtype=torch.long, device=blank.device)
     feasible = torch.isfinite(score)
     t, u = frames.clone(), labels.clone()
-    delta = 1 if emit_advances_time else 0
+    delta = 1 if one_symbol_per_frame else 0
     for _ in range(rows + width):
         active = ((t > 0) | (u > 0)) & feasible
         if not bool(active.any()):

@@ -9,7 +9,7 @@ import seqloss
 from recipes.decoding.greedy import GreedyDecoder, ctc_greedy, ssnt_greedy, transducer_greedy
 from recipes.lit.module import ASRLitModule, BatchOutOfMemoryError
 from recipes.models import ChooseHead, CTCHead, Joiner, LSTMPredictor, LSTMTranscriber
-from seqloss.joiner import packed_cells
+from seqloss import packed_cells
 from recipes.models.objectives import CTCObjective, SSNTObjective, TransducerObjective
 
 V = 12

@@ -16,7 +16,7 @@ import torch
 
 import seqloss  # noqa: F401  (loads torch.ops.seqloss)
 from seqloss import _ops
-from seqloss._lattice import ctc as ctc_lattice
+from seqloss.scores import ctc_emissions, ctc_extended_labels
 from helpers import ctc_batch
 import cuda_emulation
 from cuda_emulation import ASCENDING, REVERSED, SHUFFLED
@@ -70,8 +70,8 @@ def ctc_inputs(seed, dtype, frames=12, batch=5, classes=6, labels=5):
     target_lengths[2] = 0
     input_lengths[3], target_lengths[3] = 3, 4  # needs at least 4 frames: infeasible
     input_lengths[4], target_lengths[4] = 0, 1
-    ext = ctc_lattice.extended_labels(targets, 0)
-    return ctc_lattice.emissions(x, ext, input_lengths), ext, target_lengths, input_lengths, 0
+    ext = ctc_extended_labels(targets, 0)
+    return ctc_emissions(x, ext, input_lengths), ext, target_lengths, input_lengths, 0
 
 
 def assert_same(emulated, native, dtype):
@@ -136,8 +136,8 @@ def test_long_utterances(emu):
     """T = 2,000 frames: CTC with a block narrower than the states, the per-frame transducer schedule."""
     x, targets, input_lengths, target_lengths = ctc_batch(4, 2000, 2, 8, 12, dtype=torch.float64)
     input_lengths[0], target_lengths[1] = 2000, 0
-    ext = ctc_lattice.extended_labels(targets, 0)
-    e = ctc_lattice.emissions(x, ext, input_lengths)
+    ext = ctc_extended_labels(targets, 0)
+    e = ctc_emissions(x, ext, input_lengths)
     for op in ("ctc_occupancy", "ctc_viterbi"):
         native = getattr(torch.ops.seqloss, op)(e, ext, target_lengths, input_lengths, 0)
         emulated = getattr(emu, op)(e, ext, target_lengths, input_lengths, 0, 8, SHUFFLED, 3)

@@ -13,7 +13,7 @@ import torch
 
 import seqloss
 from seqloss import _backend, _ops
-from seqloss._lattice import ctc as ctc_lattice
+from seqloss.scores import ctc_emissions, ctc_extended_labels
 from helpers import ctc_batch, pack_rows, pack_transducer, ssnt_batch, transducer_batch
 
 TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=1e-5, atol=1e-5)}
@@ -139,24 +139,24 @@ def test_extreme_scores_match_torch():
 # ---------------------------------------------------------------------------------------------
 # The ops themselves
 # ---------------------------------------------------------------------------------------------
-def _lattice_inputs(dtype, emit_advances_time):
+def _lattice_inputs(dtype, one_symbol_per_frame):
     gen = torch.Generator().manual_seed(11)
     blank = torch.randn(3, 5, 4, generator=gen, dtype=dtype).log_softmax(-1)
     emit = torch.randn(3, 5, 3, generator=gen, dtype=dtype).log_softmax(-1)
     frames, labels = torch.tensor([5, 4, 3]), torch.tensor([3, 2, 0])
-    return blank, emit, frames, labels, emit_advances_time
+    return blank, emit, frames, labels, one_symbol_per_frame
 
 
 def _ctc_inputs(dtype):
     x, targets, input_lengths, target_lengths = ctc_batch(12, 9, 3, 5, 3, dtype=dtype)
-    ext = ctc_lattice.extended_labels(targets, 0)
-    return ctc_lattice.emissions(x, ext, input_lengths), ext, target_lengths, input_lengths, 0
+    ext = ctc_extended_labels(targets, 0)
+    return ctc_emissions(x, ext, input_lengths), ext, target_lengths, input_lengths, 0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("emit_advances_time", [False, True])
-def test_opcheck_transducer_ops(dtype, emit_advances_time):
-    blank, emit, frames, labels, delta = _lattice_inputs(dtype, emit_advances_time)
+@pytest.mark.parametrize("one_symbol_per_frame", [False, True])
+def test_opcheck_transducer_ops(dtype, one_symbol_per_frame):
+    blank, emit, frames, labels, delta = _lattice_inputs(dtype, one_symbol_per_frame)
     torch.library.opcheck(torch.ops.seqloss.transducer_lattice.default,
                           (blank.requires_grad_(), emit.requires_grad_(), frames, labels, delta))
     torch.library.opcheck(torch.ops.seqloss.transducer_viterbi.default,
@@ -234,10 +234,10 @@ def _transducer_best_path(blank, emit, frames, labels, delta):
     return best.get((frames, labels), -math.inf)
 
 
-@pytest.mark.parametrize("emit_advances_time", [False, True])
-def test_transducer_viterbi_is_the_best_path(emit_advances_time):
-    blank, emit, frames, labels, delta = _lattice_inputs(torch.float64, emit_advances_time)
-    score, emit_frames = _ops.transducer_viterbi(blank, emit, frames, labels, delta)
+@pytest.mark.parametrize("one_symbol_per_frame", [False, True])
+def test_transducer_viterbi_is_the_best_path(one_symbol_per_frame):
+    blank, emit, frames, labels, delta = _lattice_inputs(torch.float64, one_symbol_per_frame)
+    emit_frames, score = _ops.transducer_viterbi(blank, emit, frames, labels, one_symbol_per_frame=delta)
     for b in range(3):
         expected = _transducer_best_path(blank[b], emit[b], int(frames[b]), int(labels[b]), int(delta))
         assert score[b].item() == pytest.approx(expected, abs=1e-12)
@@ -259,7 +259,7 @@ def test_transducer_viterbi_is_the_best_path(emit_advances_time):
 
 def test_ctc_viterbi_is_the_best_path():
     e, ext, target_lengths, input_lengths, blank = _ctc_inputs(torch.float64)
-    score, states = _ops.ctc_viterbi(e, ext, target_lengths, input_lengths, blank)
+    states, score = _ops.ctc_viterbi(e, ext, target_lengths, input_lengths, blank)
     for b in range(e.shape[1]):
         frames, num_states = int(input_lengths[b]), 2 * int(target_lengths[b]) + 1
         labels = ext[b, :num_states].tolist()

@@ -62,24 +62,24 @@ def test_the_torch_backend_does_not_run_it():
 def _perturb_output(name, index, delta):
     original = getattr(_ops, name)
 
-    def faulty(*args):
-        out = list(original(*args))
+    def faulty(*args, **kwargs):
+        out = list(original(*args, **kwargs))
         out[index] = out[index] + delta
         return tuple(out)
     return faulty
 
 
-def _wrong_transducer_path(*args):
+def _wrong_transducer_path(blank, emit, frames, labels, *, one_symbol_per_frame):
     """The best score with a different path: the first emitted label moved one frame later."""
-    score, emit_frames = torch.ops.seqloss.transducer_viterbi(*args)
+    score, emit_frames = torch.ops.seqloss.transducer_viterbi(blank, emit, frames, labels, one_symbol_per_frame)
     emit_frames = emit_frames.clone()
     emit_frames[:, 0] = torch.where(emit_frames[:, 0] >= 0, emit_frames[:, 0] + 1, -1)
-    return score, emit_frames
+    return emit_frames, score
 
 
 def _wrong_ctc_path(*args):
     score, states = torch.ops.seqloss.ctc_viterbi(*args)
-    return score, states.flip(1)
+    return states.flip(1), score
 
 
 FAULTS = {

@@ -36,11 +36,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice_cpu(const at::
                                                                        const at::Tensor& emit_in,
                                                                        const at::Tensor& frames_in,
                                                                        const at::Tensor& labels_in,
-                                                                       bool emit_advances_time) {
+                                                                       bool one_symbol_per_frame) {
   check_lattice_inputs("seqloss::transducer_lattice", blank_in, emit_in, frames_in, labels_in);
   const auto blank = blank_in.contiguous(), emit = emit_in.contiguous();
   const auto frames = frames_in.contiguous(), labels = labels_in.contiguous();
-  const int64_t B = blank.size(0), rows = blank.size(1), W = blank.size(2), delta = emit_advances_time ? 1 : 0;
+  const int64_t B = blank.size(0), rows = blank.size(1), W = blank.size(2), delta = one_symbol_per_frame ? 1 : 0;
   auto log_p = at::empty({B}, blank.options());
   auto alpha = at::empty({B, rows + 1, W}, blank.options());
   auto beta = at::empty({B, rows + 1, W}, blank.options());
@@ -72,11 +72,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice_cpu(const at::
 
 std::tuple<at::Tensor, at::Tensor> transducer_viterbi_cpu(const at::Tensor& blank_in, const at::Tensor& emit_in,
                                                           const at::Tensor& frames_in, const at::Tensor& labels_in,
-                                                          bool emit_advances_time) {
+                                                          bool one_symbol_per_frame) {
   check_lattice_inputs("seqloss::transducer_viterbi", blank_in, emit_in, frames_in, labels_in);
   const auto blank = blank_in.contiguous(), emit = emit_in.contiguous();
   const auto frames = frames_in.contiguous(), labels = labels_in.contiguous();
-  const int64_t B = blank.size(0), rows = blank.size(1), W = blank.size(2), delta = emit_advances_time ? 1 : 0;
+  const int64_t B = blank.size(0), rows = blank.size(1), W = blank.size(2), delta = one_symbol_per_frame ? 1 : 0;
   auto score = at::empty({B}, blank.options());
   auto emit_frames = at::full({B, W - 1}, -1, frames.options());
   AT_DISPATCH_FLOATING_TYPES(blank.scalar_type(), "transducer_viterbi_cpu", [&] {

@@ -29,7 +29,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice_cuda(const at:
                                                                         const at::Tensor& emit_in,
                                                                         const at::Tensor& frames_in,
                                                                         const at::Tensor& labels_in,
-                                                                        bool emit_advances_time) {
+                                                                        bool one_symbol_per_frame) {
   constexpr const char* op = "seqloss::transducer_lattice";
   check_cuda(op, blank_in, "blank");
   checks::check_transducer_inputs(op, blank_in, emit_in, frames_in, labels_in);
@@ -43,7 +43,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice_cuda(const at:
   AT_DISPATCH_FLOATING_TYPES(blank.scalar_type(), "transducer_lattice_cuda", [&] {
     transducer_lattice_kernel<scalar_t><<<B, threads_for(W), 0, stream>>>(
         blank.data_ptr<scalar_t>(), emit.data_ptr<scalar_t>(), frames.data_ptr<int64_t>(),
-        labels.data_ptr<int64_t>(), rows, W, emit_advances_time ? 1 : 0, out.log_p.data_ptr<scalar_t>(),
+        labels.data_ptr<int64_t>(), rows, W, one_symbol_per_frame ? 1 : 0, out.log_p.data_ptr<scalar_t>(),
         out.alpha.data_ptr<scalar_t>(), out.beta.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -52,7 +52,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice_cuda(const at:
 
 std::tuple<at::Tensor, at::Tensor> transducer_viterbi_cuda(const at::Tensor& blank_in, const at::Tensor& emit_in,
                                                            const at::Tensor& frames_in, const at::Tensor& labels_in,
-                                                           bool emit_advances_time) {
+                                                           bool one_symbol_per_frame) {
   constexpr const char* op = "seqloss::transducer_viterbi";
   check_cuda(op, blank_in, "blank");
   checks::check_transducer_inputs(op, blank_in, emit_in, frames_in, labels_in);
@@ -66,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor> transducer_viterbi_cuda(const at::Tensor& bla
   AT_DISPATCH_FLOATING_TYPES(blank.scalar_type(), "transducer_viterbi_cuda", [&] {
     transducer_viterbi_kernel<scalar_t><<<B, threads_for(W), 0, stream>>>(
         blank.data_ptr<scalar_t>(), emit.data_ptr<scalar_t>(), frames.data_ptr<int64_t>(),
-        labels.data_ptr<int64_t>(), rows, W, emit_advances_time ? 1 : 0, out.score.data_ptr<scalar_t>(),
+        labels.data_ptr<int64_t>(), rows, W, one_symbol_per_frame ? 1 : 0, out.score.data_ptr<scalar_t>(),
         out.alpha.data_ptr<scalar_t>(), out.back.data_ptr<uint8_t>(), out.emit_frames.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -106,7 +106,8 @@ void run(F&& launch) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice(const at::Tensor& blank_in, const at::Tensor& emit_in,
                                                                   const at::Tensor& frames_in,
-                                                                  const at::Tensor& labels_in, bool emit_advances_time,
+                                                                  const at::Tensor& labels_in,
+                                                                  bool one_symbol_per_frame,
                                                                   int64_t threads_per_block, int64_t order,
                                                                   int64_t seed, const std::string& kernels) {
   constexpr const char* op = "seqloss::transducer_lattice";
@@ -124,7 +125,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice(const at::Tens
     run([&] {
       launchers<scalar_t>(table).transducer_lattice(
           config, blank.data_ptr<scalar_t>(), emit.data_ptr<scalar_t>(), frames.data_ptr<int64_t>(),
-          labels.data_ptr<int64_t>(), rows, W, emit_advances_time ? 1 : 0, out.log_p.data_ptr<scalar_t>(),
+          labels.data_ptr<int64_t>(), rows, W, one_symbol_per_frame ? 1 : 0, out.log_p.data_ptr<scalar_t>(),
           out.alpha.data_ptr<scalar_t>(), out.beta.data_ptr<scalar_t>());
     });
   });
@@ -133,7 +134,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice(const at::Tens
 
 std::tuple<at::Tensor, at::Tensor> transducer_viterbi(const at::Tensor& blank_in, const at::Tensor& emit_in,
                                                       const at::Tensor& frames_in, const at::Tensor& labels_in,
-                                                      bool emit_advances_time, int64_t threads_per_block,
+                                                      bool one_symbol_per_frame, int64_t threads_per_block,
                                                       int64_t order, int64_t seed, const std::string& kernels) {
   constexpr const char* op = "seqloss::transducer_viterbi";
   check_cpu(op, blank_in, "blank");
@@ -150,7 +151,7 @@ std::tuple<at::Tensor, at::Tensor> transducer_viterbi(const at::Tensor& blank_in
     run([&] {
       launchers<scalar_t>(table).transducer_viterbi(
           config, blank.data_ptr<scalar_t>(), emit.data_ptr<scalar_t>(), frames.data_ptr<int64_t>(),
-          labels.data_ptr<int64_t>(), rows, W, emit_advances_time ? 1 : 0, out.score.data_ptr<scalar_t>(),
+          labels.data_ptr<int64_t>(), rows, W, one_symbol_per_frame ? 1 : 0, out.score.data_ptr<scalar_t>(),
           out.alpha.data_ptr<scalar_t>(), out.back.data_ptr<uint8_t>(), out.emit_frames.data_ptr<int64_t>());
     });
   });
@@ -224,10 +225,10 @@ at::Tensor barrier_test(int64_t mode, int64_t threads, int64_t order, int64_t se
 }  // namespace
 
 TORCH_LIBRARY(seqloss_emulation, m) {
-  m.def("transducer_lattice(Tensor blank, Tensor emit, Tensor frames, Tensor labels, bool emit_advances_time, "
+  m.def("transducer_lattice(Tensor blank, Tensor emit, Tensor frames, Tensor labels, bool one_symbol_per_frame, "
         "int threads_per_block=-1, int order=0, int seed=0, str kernels='') -> (Tensor, Tensor, Tensor)",
         &transducer_lattice);
-  m.def("transducer_viterbi(Tensor blank, Tensor emit, Tensor frames, Tensor labels, bool emit_advances_time, "
+  m.def("transducer_viterbi(Tensor blank, Tensor emit, Tensor frames, Tensor labels, bool one_symbol_per_frame, "
         "int threads_per_block=-1, int order=0, int seed=0, str kernels='') -> (Tensor, Tensor)",
         &transducer_viterbi);
   m.def("ctc_occupancy(Tensor e, Tensor ext, Tensor target_lengths, Tensor input_lengths, int blank, "
