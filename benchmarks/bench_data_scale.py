@@ -72,7 +72,7 @@ def bench_sampler(durations: np.ndarray, max_duration: float, num_buckets: int, 
         gc.collect()
         start = time.perf_counter()
         sampler = DurationBucketSampler(durations.tolist(), max_duration, num_buckets=num_buckets, shuffle=True,
-                                        seed=0, drop_last=True, num_replicas=1, rank=0)
+                                        seed=0, equal_shares=True, num_replicas=1, rank=0)
         times.append(time.perf_counter() - start)
     grown = rss_mb() - before
     start = time.perf_counter()
@@ -84,7 +84,7 @@ def bench_sampler(durations: np.ndarray, max_duration: float, num_buckets: int, 
     state = {"epoch": 0, "batches_consumed": half}
     start = time.perf_counter()
     resumed = DurationBucketSampler(durations.tolist(), max_duration, num_buckets=num_buckets, shuffle=True,
-                                    seed=0, drop_last=True, num_replicas=1, rank=0)
+                                    seed=0, equal_shares=True, num_replicas=1, rank=0)
     resumed.load_state_dict(state)
     remaining = [b for _, b in resumed]
     resume_s = time.perf_counter() - start
@@ -121,7 +121,7 @@ def bench_loader(durations: np.ndarray, workers: list[int], num_batches: int, ma
     dataset = ASRBatchDataset(utterances, ["a"] * len(utterances), [[1]] * len(utterances),
                               GlobalCMVN(torch.zeros(80), torch.ones(80)))
     sampler = DurationBucketSampler([u.duration for u in utterances], max_duration, num_buckets=30, shuffle=True,
-                                    seed=0, drop_last=True, num_replicas=1, rank=0)
+                                    seed=0, equal_shares=True, num_replicas=1, rank=0)
     rows = []
     for count in workers:
         loader = torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=count,

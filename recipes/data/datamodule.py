@@ -65,11 +65,19 @@ class ASRDataModule(lightning.LightningDataModule):
     when longer than ``max_utt_duration``. Dev and test keep every utterance so that WER is over
     the whole set; the ones no loss could score are counted in a warning.
 
-    Batches hold at most ``max_duration`` seconds of audio (:class:`DurationBucketSampler`); the
-    training order depends only on ``seed`` and the epoch. Exact resume: Lightning stores
-    :meth:`state_dict` in checkpoints (epoch and batches the training loop consumed, not those
-    the workers prefetched) and the sampler skips them after :meth:`load_state_dict`. With DDP,
-    the trainer must keep our sampler: ``use_distributed_sampler=False``.
+    Batches hold at most ``max_duration`` seconds of audio (:class:`DurationBucketSampler`).
+    Training batches are re-formed every epoch from ``seed`` and the epoch alone, so their number
+    changes a little between epochs: a trainer that fits must reload the training loader every
+    epoch (``reload_dataloaders_every_n_epochs=1``, checked); the loaders themselves are built
+    once and returned again, so persistent workers and their feature caches live on. Exact
+    resume: Lightning stores :meth:`state_dict` in checkpoints (epoch and batches the training
+    loop consumed, not those the workers prefetched) and the sampler skips them after
+    :meth:`load_state_dict`.
+
+    Distributed (the trainer must keep our samplers: ``use_distributed_sampler=False``): every
+    rank trains on a disjoint share of each epoch's batches, all shares of one length; dev and
+    test batches are shared out without padding (shares may differ by one batch), so every
+    utterance is evaluated exactly once over all ranks and summed metrics are exact.
     """
 
     def __init__(self, root: str | os.PathLike, corpus: Callable, tokenizer,
@@ -106,6 +114,7 @@ class ASRDataModule(lightning.LightningDataModule):
         self.cmvn: GlobalCMVN | None = None
         self.datasets: dict[str, ASRBatchDataset] = {}
         self._train_sampler: DurationBucketSampler | None = None
+        self._loaders: dict[str, torch.utils.data.DataLoader] = {}
         self._resume_state: dict | None = None
 
     # -- preparation ---------------------------------------------------------------------------
@@ -201,20 +210,40 @@ class ASRDataModule(lightning.LightningDataModule):
             raise ValueError(f"the {part} set is not set up: call setup() first")
         return [u.duration for u in self.datasets[part].utterances]
 
+    def _cached_loader(self, part: str, make_sampler: Callable[[], DurationBucketSampler]):
+        """The loader of ``part``, built on first use and again only if the process group changed."""
+        world = _process_group()
+        loader = self._loaders.get(part)
+        if loader is None or (loader.sampler.num_replicas, loader.sampler.rank) != world:
+            sampler = make_sampler()  # first: it names a part that is not set up
+            loader = self._loader(self.datasets[part], sampler)
+            self._loaders[part] = loader
+        return loader
+
     def train_dataloader(self):
-        self._train_sampler = DurationBucketSampler(
+        """The training loader, its sampler on the trainer's current epoch (see the class doc)."""
+        trainer = self.trainer
+        if trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
+            raise ValueError(
+                f"reload_dataloaders_every_n_epochs={trainer.reload_dataloaders_every_n_epochs}: "
+                "ASRDataModule re-forms its training batches every epoch, so the trainer must read the "
+                "number of batches every epoch: set Trainer(reload_dataloaders_every_n_epochs=1)")
+        loader = self._cached_loader("train", lambda: DurationBucketSampler(
             self._durations("train"), self.max_duration, num_buckets=self.num_buckets,
-            shuffle=True, seed=self.seed, drop_last=True,
-        )
+            shuffle=True, seed=self.seed, equal_shares=True))
+        self._train_sampler = loader.sampler
         if self._resume_state is not None:
             self._train_sampler.load_state_dict(self._resume_state)
             self._resume_state = None
-        return self._loader(self.datasets["train"], self._train_sampler)
+        if trainer is not None:
+            # Lightning asks for the loader's length before it selects the epoch of the sampler
+            self._train_sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
+        return loader
 
     def _eval_loader(self, part: str):
-        sampler = DurationBucketSampler(self._durations(part), self.eval_max_duration,
-                                        num_buckets=self.num_buckets, shuffle=False)
-        return self._loader(self.datasets[part], sampler)
+        return self._cached_loader(part, lambda: DurationBucketSampler(
+            self._durations(part), self.eval_max_duration, num_buckets=self.num_buckets,
+            shuffle=False, equal_shares=False))
 
     def val_dataloader(self):
         return self._eval_loader("dev")
@@ -250,3 +279,10 @@ class ASRDataModule(lightning.LightningDataModule):
             self._train_sampler.load_state_dict(state_dict)
         else:
             self._resume_state = dict(state_dict)
+
+
+def _process_group() -> tuple[int, int]:
+    """``(world size, rank)`` of the initialised process group, else ``(1, 0)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0

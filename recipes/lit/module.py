@@ -79,7 +79,9 @@ class ASRLitModule(L.LightningModule):
         # the seed of the per-batch RNG streams (see on_train_batch_start): the global seed the
         # model was built under, and the checkpoint's on resume
         self.rng_seed = torch.initial_seed()
+        # per evaluation stage, this rank's totals: edit counts, and [summed loss, utterances]
         self._wer_counts = {"val": EditCounts(), "test": EditCounts()}
+        self._loss_totals = {"val": [0.0, 0], "test": [0.0, 0]}
 
     # ---------------------------------------------------------------- forward pieces
     def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,45 +164,61 @@ class ASRLitModule(L.LightningModule):
 
     # ---------------------------------------------------------------- evaluation
     def _evaluate(self, batch: dict, stage: str) -> None:
+        """Adds the batch's summed loss, utterance count and greedy-decoding edit counts to `stage`'s totals."""
         features, lengths = batch["features"], batch["feature_lengths"]
-        loss = self.loss_per_utterance(batch).mean()
-        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=features.shape[0])
         if self.tokenizer is None:
             raise RuntimeError("WER needs a tokenizer: train through a datamodule that exposes `.tokenizer`")
+        nll = self.loss_per_utterance(batch)
+        self._loss_totals[stage][0] += float(nll.detach().double().sum())
+        self._loss_totals[stage][1] += nll.shape[0]
         hyps = [self.tokenizer.decode(ids) for ids in self.transcribe(features, lengths)]
         self._wer_counts[stage] += word_error_counts(batch["texts"], hyps, normalize_text)
 
-    def _log_wer(self, stage: str) -> None:
+    def _log_totals(self, stage: str) -> None:
+        """Logs `stage`'s loss and error rates from the counts summed over every rank.
+
+        Each utterance is evaluated on exactly one rank (the datamodule's samplers neither pad nor
+        repeat), so the sums are those of one process evaluating the whole set: `loss` is the mean
+        per-utterance loss, `wer` = (S + D + I) / N over the whole set.
+        """
         counts = self._wer_counts[stage]
+        loss_sum, num_utts = self._loss_totals[stage]
         totals = torch.tensor(
-            [counts.substitutions, counts.deletions, counts.insertions, counts.ref_words],
+            [counts.substitutions, counts.deletions, counts.insertions, counts.ref_words, loss_sum, num_utts],
             dtype=torch.float64, device=self.device,
         )
         totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
-        subs, dels, ins, ref_words = totals.tolist()
-        wer = (subs + dels + ins) / max(ref_words, 1.0)
-        self.log(f"{stage}/wer", wer, prog_bar=True)
+        subs, dels, ins, ref_words, loss_sum, num_utts = totals.tolist()
+        # already summed over ranks, hence equal on every rank: logged without Lightning's sync_dist (a mean of
+        # equal float32 values need not be that value)
+        if num_utts > 0:
+            self.log(f"{stage}/loss", loss_sum / num_utts)
+        self.log(f"{stage}/wer", (subs + dels + ins) / max(ref_words, 1.0), prog_bar=True)
         for name, value in (("sub", subs), ("del", dels), ("ins", ins)):
             self.log(f"{stage}/{name}_rate", value / max(ref_words, 1.0))
+        self._reset_totals(stage)
+
+    def _reset_totals(self, stage: str) -> None:
         self._wer_counts[stage] = EditCounts()
+        self._loss_totals[stage] = [0.0, 0]
 
     def on_validation_epoch_start(self) -> None:
-        self._wer_counts["val"] = EditCounts()
+        self._reset_totals("val")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_wer("val")
+        self._log_totals("val")
 
     def on_test_epoch_start(self) -> None:
-        self._wer_counts["test"] = EditCounts()
+        self._reset_totals("test")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self._log_wer("test")
+        self._log_totals("test")
 
     # ---------------------------------------------------------------- optimisation and state
     def configure_optimizers(self) -> dict:

@@ -197,7 +197,7 @@ class _Recorder(L.LightningModule):
 def _fit(kwargs, root, seen, ckpt_path=None, callbacks=()):
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                        default_root_dir=root, callbacks=list(callbacks))
+                        default_root_dir=root, callbacks=list(callbacks), reload_dataloaders_every_n_epochs=1)
     trainer.fit(_Recorder(seen), datamodule=ASRDataModule(**kwargs), ckpt_path=ckpt_path)
 
 
