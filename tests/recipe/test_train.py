@@ -84,7 +84,8 @@ def test_experiment_runs(experiment, tiny_data_overrides, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", ["ctc", "rnnt", "modified_rnnt", "ssnt"])
 def test_training_loss_falls(loss, tiny_data_overrides, tmp_path):
-    """About 50 steps; each batch's loss in the last epoch is compared with its loss in the first."""
+    """About 50 steps; the mean per-utterance training loss of the last epoch against the first's (batches
+    are re-formed every epoch, so the comparison is per utterance over the utterances both epochs saw)."""
     cfg = compose_train([f"loss={loss}", "logger=none", "callbacks=none", "test=false", "trainer.max_epochs=8",
                          "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
                          "model.scheduler.warmup_steps=10", "model.optimizer.lr=0.003"], tmp_path, tiny_data_overrides)
@@ -94,10 +95,15 @@ def test_training_loss_falls(loss, tiny_data_overrides, tmp_path):
     steps = RecordLosses.SEEN[loss]
     per_epoch = objects["trainer"].num_training_batches
     assert 40 <= len(steps) == 8 * per_epoch
-    first, last = dict(steps[:per_epoch]), dict(steps[-per_epoch:])
-    assert first.keys() == last.keys()  # the same batches, in another order
-    before, after = sum(first.values()), sum(last[key] for key in first)
-    assert after < 0.9 * before, f"{loss}: training loss over the same batches went from {before:.1f} to {after:.1f}"
+
+    def per_utterance(epoch_steps):  # each utterance gets its batch's loss (the batch mean)
+        return {utt: value for ids, value in epoch_steps for utt in ids}
+
+    first, last = per_utterance(steps[:per_epoch]), per_utterance(steps[-per_epoch:])
+    common = first.keys() & last.keys()
+    assert len(common) >= 0.8 * len(first)
+    before, after = sum(first[utt] for utt in common), sum(last[utt] for utt in common)
+    assert after < 0.9 * before, f"{loss}: training loss over the same utterances went from {before:.1f} to {after:.1f}"
 
 
 def test_resume_is_exact(tiny_data_overrides, tmp_path):
