@@ -107,9 +107,12 @@ def ssnt_beam_search(model, enc: torch.Tensor, beam_size: int, max_symbols_per_f
     """SSNT beam search for one utterance's encoder output (S, E).
 
     On frame i a hypothesis emits up to ``max_symbols_per_frame`` tokens, then shifts; on the last
-    frame it must end with an emission (the SSNT path ends by emitting on frame S-1, no shift).
+    frame it must end with an emission (the SSNT path ends by emitting on frame S-1, no shift):
+    any emission, or with the objective's ``end_token`` the end token (id ``blank_id``), which
+    then ends the path. Hypotheses never contain ``blank_id``.
     """
     blank = model.objective.blank_id
+    end_token = getattr(model.objective, "end_token", False)
     enc_proj = model.joiner.encoder_proj(enc)
     cache = _start_cache(model, enc.device)
     beams = {(): 0.0}
@@ -122,14 +125,19 @@ def ssnt_beam_search(model, enc: torch.Tensor, beam_size: int, max_symbols_per_f
             hidden = model.joiner.hidden(enc_proj[i : i + 1], _predictor_outputs(model, histories, cache))
             log_emit = model.choose_head(hidden).double().cpu()
             log_shift = torch.log(-torch.expm1(log_emit.clamp(max=-1e-12)))
-            for h, score, shift in zip(histories, scores.tolist(), log_shift.tolist()):
+            token_lp = model.joiner.output(hidden).log_softmax(-1).double().cpu()
+            for k, (h, score) in enumerate(zip(histories, scores.tolist())):
                 if not last_frame:
-                    ended[h] = _log_add(ended.get(h, NEG_INF), score + shift)
+                    complete = score + float(log_shift[k])
+                elif end_token:  # the end token on the last frame completes the path
+                    complete = score + float(log_emit[k] + token_lp[k, blank])
                 elif round_ > 0:  # emitted on the last frame: a complete path
-                    ended[h] = _log_add(ended.get(h, NEG_INF), score)
+                    complete = score
+                else:
+                    continue
+                ended[h] = _log_add(ended.get(h, NEG_INF), complete)
             if round_ == max_symbols_per_frame:
                 break
-            token_lp = model.joiner.output(hidden).log_softmax(-1).double().cpu()
             token_lp[:, blank] = NEG_INF
             total = scores[:, None] + log_emit[:, None] + token_lp
             flat = torch.topk(total.flatten(), min(beam_size, total.numel()))

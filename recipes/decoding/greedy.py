@@ -3,8 +3,6 @@
 All functions take encoder output (B, T, E) with lengths and return one list of token ids per
 utterance (blank never appears in a hypothesis).
 """
-import math
-
 import torch
 from torch import nn
 
@@ -78,16 +76,49 @@ def ssnt_greedy(
     choose_head: nn.Module,
     blank_id: int = 0,
     max_symbols_per_frame: int = 3,
+    end_token: bool = False,
 ) -> list[list[int]]:
-    """SSNT greedy search: emit while P(emit) > 1/2, the token being the argmax over non-blank ids."""
-    log_half = math.log(0.5)
+    """SSNT greedy search: at each step the best single move of the loss's lattice.
 
-    def choose(hidden):
-        logits = joiner.output(hidden)
-        logits[:, blank_id] = float("-inf")
-        return choose_head(hidden) > log_half, logits.argmax(dim=-1)
-
-    return _label_loop(enc, lengths, predictor, joiner, max_symbols_per_frame, choose)
+    In state j on frame i (not the last) the moves are: shift, score log(1 − P(emit)), or emit
+    token k ≠ `blank_id`, score log P(emit) + log q(k) with q the training's softmax; the search
+    takes the best, emitting up to `max_symbols_per_frame` tokens per frame. An SSNT path ends by
+    emitting on the last frame, where shifting is no move: without `end_token` it emits the best
+    token once (ending then costs nothing, another emission costs log P(emit) + log q < 0); with
+    `end_token` (id `blank_id` ends the sentence) it emits the arg-max of q over all ids until that
+    is the end token. `blank_id` never appears in a hypothesis.
+    """
+    batch, frames, _ = enc.shape
+    enc_proj = joiner.encoder_proj(enc)
+    tokens = torch.full((batch,), predictor.blank_id, dtype=torch.long, device=enc.device)
+    pred_out, state = predictor.step(tokens, None)
+    pred_proj = joiner.predictor_proj(pred_out)
+    hyps: list[list[int]] = [[] for _ in range(batch)]
+    blank = torch.tensor([blank_id], device=enc.device)
+    for t in range(frames):
+        active = lengths > t
+        last = lengths - 1 == t
+        for _ in range(max_symbols_per_frame):
+            hidden = joiner.hidden(enc_proj[:, t], pred_proj)
+            log_q = joiner.output(hidden).float().log_softmax(dim=-1)
+            no_blank = log_q.index_fill(1, blank, float("-inf"))
+            log_q = torch.where(last[:, None], log_q, no_blank) if end_token else no_blank
+            best_log_q, best = log_q.max(dim=-1)
+            log_emit = choose_head(hidden).float()
+            log_shift = torch.log(-torch.expm1(log_emit))
+            emit = active & (last | (log_emit + best_log_q > log_shift))
+            if end_token:
+                emit &= best != blank_id  # the end token on the last frame: the path is complete
+            if not bool(emit.any()):
+                break
+            for b in emit.nonzero().flatten().tolist():
+                hyps[b].append(int(best[b]))
+            new_out, new_state = predictor.step(best, state)
+            mask = emit[:, None]
+            pred_proj = torch.where(mask, joiner.predictor_proj(new_out), pred_proj)
+            state = tuple(torch.where(mask[None], new, old) for new, old in zip(new_state, state))
+            active = emit if end_token else emit & ~last
+    return hyps
 
 
 class GreedyDecoder:
@@ -115,5 +146,5 @@ class GreedyDecoder:
             return transducer_greedy(enc, lengths, model.predictor, model.joiner, blank, 1)
         if name == "ssnt":
             return ssnt_greedy(enc, lengths, model.predictor, model.joiner, model.choose_head, blank,
-                               self.max_symbols_per_frame)
+                               self.max_symbols_per_frame, getattr(model.objective, "end_token", False))
         raise ValueError(f"no greedy decoder for loss {name!r}")

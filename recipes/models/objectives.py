@@ -128,20 +128,38 @@ class TransducerObjective(Objective):
         return loss
 
 
+def append_end_token(targets: torch.Tensor, target_lengths: torch.Tensor, end_id: int):
+    """(B, U) targets and (B,) lengths -> (B, U + 1) targets with `end_id` at position U_b, lengths + 1."""
+    extended = nn.functional.pad(targets, (0, 1))
+    extended = extended.scatter(1, target_lengths.long()[:, None], end_id)
+    return extended, target_lengths + 1
+
+
 class SSNTObjective(Objective):
     """Segment-to-segment neural transduction: the joiner scores tokens, the choose head emission.
 
     Predictor state j (after y_<j) meets encoder frame i; the joiner gives log-softmax token
-    scores (J, S, V) and the choose head log P(emit at i). `packed` packs the target positions
-    (rows b then j, design 3.5); `dense` pads them. `blank_id` gets no target mass; greedy
-    decoding never emits it.
+    scores (J, S, V) and the choose head log P(emit) at i. `packed` packs the target positions
+    (rows b then j, design 3.5); `dense` pads them.
+
+    An SSNT path ends by emitting its last target on the last frame. With `end_token=True`, id
+    `blank_id` is an end-of-sentence token appended to every target (as in Yu et al. 2016): the
+    last word is emitted where it is spoken and the end token on the last frame, and the state after
+    the last word learns to shift. With `end_token=False` the last word itself must be emitted on
+    the last frame and id `blank_id` gets no target mass. Search never emits `blank_id`.
     """
 
     name = "ssnt"
     requires = ("predictor", "joiner", "choose_head")
 
+    def __init__(self, blank_id: int = 0, end_token: bool = False) -> None:
+        super().__init__(blank_id)
+        self.end_token = bool(end_token)
+
     def __call__(self, parts, enc, enc_lengths, targets, target_lengths):
         joiner = parts.joiner
+        if self.end_token:
+            targets, target_lengths = append_end_token(targets, target_lengths, self.blank_id)
         if joiner.mode == "fused":
             with _LossTimer(enc.device) as timer:
                 loss = _seqloss_fn("fused_transducer_loss")(
