@@ -185,11 +185,12 @@ def decode(cfg: DictConfig) -> dict:
             results += [(uid, ref, tokenizer.decode(h)) for uid, ref, h in zip(batch["ids"], batch["texts"], hyps)]
     settings = {"decoding": OmegaConf.to_container(cfg.decoding), "checkpoints": [str(p) for p in checkpoints],
                 "split": cfg.split, "loss": model.objective.name, "device": str(device)}
-    summary = write_results(out_dir, cfg.split, suffix, results, settings, real_time_factor=decode_s / max(audio_s, 1e-9),
-                            device=str(device))
+    summary = write_results(out_dir, cfg.split, suffix, results, settings,
+                            real_time_factor=decode_s / max(audio_s, 1e-9), device=str(device))
     log.info(f"{cfg.split} WER {100 * summary['wer']:.2f}% ({summary['utterances']} utterances, "
              f"RTF {summary['real_time_factor']:.3f} on {device}); files in {out_dir} with suffix {suffix}")
-    print(f"{model.objective.name} {cfg.split} WER {100 * summary['wer']:.2f}%  ({out_dir}/wer-summary-{cfg.split}-{suffix}.txt)")
+    summary_file = out_dir / f"wer-summary-{cfg.split}-{suffix}.txt"
+    print(f"{model.objective.name} {cfg.split} WER {100 * summary['wer']:.2f}%  ({summary_file})")
     if cfg.log_to_wandb:
         _log_wandb(run_dir, {f"decode/{cfg.split}_wer_{suffix}": summary["wer"]})
     return summary
@@ -208,8 +209,8 @@ def _align(model, loader, tokenizer, aligner, out_dir, cfg, suffix, frame_shift,
                 infeasible += int(alignment.score == float("-inf"))
                 ctm.writelines(line + "\n" for line in ctm_lines(alignment, tokenizer, frame_shift))
                 if len(plots) < aligner.num_plots:
-                    plots.append(plot_alignment(alignment, tokenizer,
-                                                out_dir / f"align-{cfg.split}-{suffix}" / f"{alignment.utterance_id}.png"))
+                    plot_dir = out_dir / f"align-{cfg.split}-{suffix}"
+                    plots.append(plot_alignment(alignment, tokenizer, plot_dir / f"{alignment.utterance_id}.png"))
     log.info(f"aligned {count} utterances ({infeasible} infeasible): {ctm_path}, {len(plots)} plots")
     print(f"{model.objective.name} {cfg.split}: aligned {count} utterances -> {ctm_path}")
     if cfg.log_to_wandb and plots:

@@ -171,7 +171,8 @@ def run(device, shape, warmup, reps, rtol):
                         seconds, peak, value = measure(fn, device, warmup, reps)
                         row.update(status="ok", ms=1e3 * seconds, peak_mb=peak, loss=value)
                     except (RuntimeError, ValueError, NotImplementedError, TypeError) as error:
-                        message = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                        text = str(error).strip()
+                        message = text.splitlines()[0][:200] if text else type(error).__name__
                         # a peer that rejects a dtype or shape is a fact about the peer; seqloss must run
                         row.update(status="failed" if is_seqloss else "unsupported", error=message)
                         ok &= not is_seqloss
@@ -213,8 +214,9 @@ def main():
     for r in rows:
         note = r.get("error", "")
         if "time_ratio_seqloss_to_peer" in r:
+            memory = r.get("memory_ratio_seqloss_to_peer")
             note = (f"seqloss/this: time {r['time_ratio_seqloss_to_peer']:.2f}" +
-                    (f", memory {r['memory_ratio_seqloss_to_peer']:.2f}" if "memory_ratio_seqloss_to_peer" in r else "") +
+                    (f", memory {memory:.2f}" if memory is not None else "") +
                     ("" if r["agrees_with_seqloss"] else "  LOSS MISMATCH"))
         ms = f"{r['ms']:9.2f}" if "ms" in r else f"{r['status']:>9}"
         peak = f"{r['peak_mb']:9.1f}" if r.get("peak_mb") is not None else f"{'-':>9}"

@@ -121,7 +121,8 @@ def main():
                 continue
             t_ratio = r["time_s"] / base["time_s"] if base else float("nan")
             m_ratio = r["peak_mb"] / base["peak_mb"] if base else float("nan")
-            print(f"  {impl:<18} {r['time_s']:8.3f} {t_ratio:10.2f} {r['peak_mb']:9.1f} {m_ratio:10.3f}  {r['loss']:.4f}")
+            print(f"  {impl:<18} {r['time_s']:8.3f} {t_ratio:10.2f} {r['peak_mb']:9.1f} {m_ratio:10.3f}"
+                  f"  {r['loss']:.4f}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from recipes.data.features import GlobalCMVN, fbank  # noqa: E402
 from recipes.data.text import normalize_text  # noqa: E402
-from recipes.data.tokenizer import CharTokenizer, SPACE  # noqa: E402
+from recipes.data.tokenizer import SPACE, CharTokenizer  # noqa: E402
 from seqloss.keras import CTCGreedyDecoder, CTCLossLayer, LabelErrorRate  # noqa: E402
 
 STACK = 3  # feature frames stacked into one model step

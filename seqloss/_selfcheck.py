@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -147,11 +148,11 @@ def _run_checks(device: torch.device, ops: list[str]) -> list[OpCheck]:
     for one in (False, True):
         args, schedule = transducer[one], {"one_symbol_per_frame": one}
         if "transducer_lattice" in ops:
-            attempt(f"transducer_lattice ({SCHEDULE[one]})", lambda: _ops.transducer_marginals(*args, **schedule),
-                    lambda: transducer_lattice.transducer_marginals(*args, **schedule))
+            attempt(f"transducer_lattice ({SCHEDULE[one]})", partial(_ops.transducer_marginals, *args, **schedule),
+                    partial(transducer_lattice.transducer_marginals, *args, **schedule))
         if "transducer_viterbi" in ops:
-            attempt(f"transducer_viterbi ({SCHEDULE[one]})", lambda: _ops.transducer_viterbi(*args, **schedule),
-                    lambda: viterbi_lattice.transducer_viterbi(*args, **schedule))
+            attempt(f"transducer_viterbi ({SCHEDULE[one]})", partial(_ops.transducer_viterbi, *args, **schedule),
+                    partial(viterbi_lattice.transducer_viterbi, *args, **schedule))
     if "ctc_occupancy" in ops:
         attempt("ctc_occupancy", lambda: _ops.ctc_occupancy(*ctc), lambda: ctc_lattice.ctc_occupancy(*ctc))
     if "ctc_viterbi" in ops:

@@ -5,8 +5,9 @@ of every target token and the path's score, in that order (path first, score las
 ``torchaudio.functional.forced_align`` and every Viterbi function of the backends).
 ``*_posteriors`` returns the soft alignment: the posterior probability of every lattice edge,
 which is d log P / d score (minus the gradient of the "sum"-reduced loss w.r.t. the
-log-probabilities), usable as targets for label smoothing or re-weighting. Both run on the lattices of the losses, batched, on any device; the best paths use
-the native Viterbi kernels where built (``backend=`` / ``SEQLOSS_BACKEND`` as for the losses).
+log-probabilities), usable as targets for label smoothing or re-weighting. Both run on the
+lattices of the losses, batched, on any device; the best paths use the native Viterbi kernels
+where built (``backend=`` / ``SEQLOSS_BACKEND`` as for the losses).
 """
 from typing import NamedTuple
 
@@ -18,8 +19,17 @@ from ._lattice.semiring import occupancy
 from ._lattice.transducer import transducer_marginals, transducer_occupancy
 from .ctc import class_occupancy
 from .packing import packed_positions
-from .scores import (ctc_emissions, ctc_extended_labels, logit_rows, simple_ctc_edge_scores, ssnt_edge_scores,
-                     ssnt_padded_scores, ssnt_token_scores, transducer_edge_scores, transducer_layout)
+from .scores import (
+    ctc_emissions,
+    ctc_extended_labels,
+    logit_rows,
+    simple_ctc_edge_scores,
+    ssnt_edge_scores,
+    ssnt_padded_scores,
+    ssnt_token_scores,
+    transducer_edge_scores,
+    transducer_layout,
+)
 
 __all__ = [
     "Alignment", "TransducerPosteriors", "SSNTPosteriors", "ctc_align", "ctc_posteriors", "simple_ctc_align",

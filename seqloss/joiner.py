@@ -24,7 +24,7 @@ from torch import nn
 from . import _checks
 from .packing import packed_cells
 from .rnnt import modified_rnnt_loss, rnnt_loss
-from .ssnt import ssnt_loss, ssnt_loss_gathered
+from .ssnt import ssnt_loss_gathered
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -195,7 +195,8 @@ def fused_transducer_loss(joiner, enc, pred, targets, logit_lengths, target_leng
     (loss="rnnt"), ``modified_rnnt_loss(..., final_blank=final_blank)`` (loss="modified_rnnt"), or for
     loss="ssnt" ``ssnt_loss(log_softmax(logits).transpose(1, 2)[:, :J], targets,
     choose_head(hidden).transpose(1, 2)[:, :J], logit_lengths, target_lengths)``
-    with hidden = joiner.hidden(enc_proj[:, :, None], pred_proj[:, None]) and J = targets.shape[1] (the predictor state before token j).
+    with hidden = joiner.hidden(enc_proj[:, :, None], pred_proj[:, None]) and J = targets.shape[1]
+    (the predictor state before token j).
 
     Args:
         joiner: a :class:`Joiner` (or any module with ``encoder_proj``, ``predictor_proj``,

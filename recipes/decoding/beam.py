@@ -29,6 +29,12 @@ def _log_add(a: float, b: float) -> float:
     return high + math.log1p(math.exp(low - high))
 
 
+def _accumulate(beams: dict, prefix: tuple, blank_score: float, token_score: float) -> None:
+    """beams[prefix] += (blank_score, token_score) in log space (log-add per component)."""
+    old_b, old_t = beams.get(prefix, (NEG_INF, NEG_INF))
+    beams[prefix] = (_log_add(old_b, blank_score), _log_add(old_t, token_score))
+
+
 def ctc_prefix_beam_search(log_probs: torch.Tensor, beam_size: int, blank_id: int = 0) -> list[tuple[list[int], float]]:
     """n-best (tokens, log P) for one utterance's log_probs (T, V) by CTC prefix beam search."""
     beams = {(): (0.0, NEG_INF)}  # prefix -> (log P ending in blank, log P ending in a token)
@@ -41,22 +47,18 @@ def ctc_prefix_beam_search(log_probs: torch.Tensor, beam_size: int, blank_id: in
         row = lp[t].tolist()
         new: dict[tuple, tuple[float, float]] = {}
 
-        def add(prefix, blank_score, token_score):
-            old_b, old_t = new.get(prefix, (NEG_INF, NEG_INF))
-            new[prefix] = (_log_add(old_b, blank_score), _log_add(old_t, token_score))
-
         for prefix, (p_b, p_t) in beams.items():
             total = _log_add(p_b, p_t)
             for v in top:
                 if v == blank_id:
-                    add(prefix, total + row[v], NEG_INF)
+                    _accumulate(new, prefix, total + row[v], NEG_INF)
                     continue
                 extended = prefix + (v,)
                 if prefix and prefix[-1] == v:
-                    add(extended, NEG_INF, p_b + row[v])   # a repeat needs a blank in between
-                    add(prefix, NEG_INF, p_t + row[v])     # or it merges into the last token
+                    _accumulate(new, extended, NEG_INF, p_b + row[v])   # a repeat needs a blank in between
+                    _accumulate(new, prefix, NEG_INF, p_t + row[v])     # or it merges into the last token
                 else:
-                    add(extended, NEG_INF, total + row[v])
+                    _accumulate(new, extended, NEG_INF, total + row[v])
         beams = dict(sorted(new.items(), key=lambda kv: -_log_add(*kv[1]))[:beam_size])
     return [(list(prefix), _log_add(*scores)) for prefix, scores in beams.items()]
 

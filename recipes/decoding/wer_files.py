@@ -75,7 +75,8 @@ def write_results(out_dir, set_name: str, suffix: str, results, settings: dict |
     summary = {
         "set": set_name, "suffix": suffix, "wer": words.wer, "cer": chars.wer, "utterances": len(rows),
         "ref_words": words.ref_words, "substitutions": words.substitutions, "deletions": words.deletions,
-        "insertions": words.insertions, "real_time_factor": real_time_factor, "device": device, "settings": settings or {},
+        "insertions": words.insertions, "real_time_factor": real_time_factor, "device": device,
+        "settings": settings or {},
     }
     with open(out_dir / f"results-{stem}.json", "w") as f:
         json.dump(summary, f, indent=2)

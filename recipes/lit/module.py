@@ -1,8 +1,8 @@
 """One LightningModule for CTC, RNN-T, modified RNN-T and SSNT models built from the same transcriber."""
 import logging
-from typing import Any, Callable
-
 import random
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import numpy as np

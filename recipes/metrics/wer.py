@@ -3,8 +3,8 @@
 The same code scores `val/wer` during training and the WER files of decode.py; both normalise
 reference and hypothesis with `recipes.data.text.normalize_text` first.
 """
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 Pair = tuple[str | None, str | None]  # (reference word, hypothesis word); None marks a gap
 

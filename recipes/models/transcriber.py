@@ -81,7 +81,8 @@ class LSTMTranscriber(nn.Module):
                 out = nn.functional.dropout(out, lstm.dropout, self.training)
             directions = []
             for suffix in ("", "_reverse"):
-                weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                weights = [getattr(lstm, f"{name}_l{layer}{suffix}")
+                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
                 inputs = out if not suffix else out.gather(1, reverse.expand(-1, -1, out.shape[2]))
                 result = torch.lstm(inputs, state, weights, True, 1, 0.0, self.training, False, True)[0]
                 directions.append(result if not suffix else result.gather(1, reverse.expand(-1, -1, result.shape[2])))

@@ -17,8 +17,9 @@ Remote paths (``s3://`` etc.) go through Lightning's own ``TorchCheckpointIO`` u
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
@@ -68,7 +69,7 @@ def glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike, save: Optional[Callable[[Any, Any], None]] = None) -> None:
+def atomic_torch_save(obj: Any, path: str | os.PathLike, save: Callable[[Any, Any], None] | None = None) -> None:
     """``save(obj, file)`` (default ``torch.save``) into a temporary file next to `path`, fsync, then
     rename it over `path`.
 
@@ -95,7 +96,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, save: Optional[Callable
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` whose ``save_checkpoint`` replaces the target atomically (see the module doc)."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         """Writes `checkpoint` to `path` with :func:`atomic_torch_save` (local paths)."""
         if not _is_local_file_protocol(path):
             return super().save_checkpoint(checkpoint, path, storage_options)

@@ -7,8 +7,8 @@ both without unpickling anything.
 """
 import logging
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 log = logging.getLogger(__name__)
 
@@ -72,4 +72,5 @@ def find_last_checkpoint(runs_dir: str | Path, exclude: str | Path | None = None
                 return path
             log.warning(f"ckpt_path=last: skipping unreadable checkpoint {path}: {problem}")
             skipped.append(str(path))
-    raise FileNotFoundError(f"ckpt_path=last: no readable checkpoint under {runs_dir}; unreadable: {', '.join(skipped)}")
+    raise FileNotFoundError(f"ckpt_path=last: no readable checkpoint under {runs_dir}; "
+                            f"unreadable: {', '.join(skipped)}")

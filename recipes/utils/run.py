@@ -1,7 +1,8 @@
 """The wrapper around a task: failure reporting, logger shutdown, run-directory message."""
 import functools
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from omegaconf import DictConfig
 

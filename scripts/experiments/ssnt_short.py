@@ -126,7 +126,7 @@ def decode(name: str, beam: bool) -> None:
     model.eval()
     searches = {"greedy": GreedyDecoder(3)}
     if model.objective.name == "ssnt":
-        searches["greedy, previous rule"] = lambda m, e, l: _previous_greedy_rule(m, e, l, 3)
+        searches["greedy, previous rule"] = lambda m, e, lengths: _previous_greedy_rule(m, e, lengths, 3)
     if beam:
         searches["beam 4"] = BeamSearchDecoder(beam_size=4)
     refs, hyps = [], {key: [] for key in searches}

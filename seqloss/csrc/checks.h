@@ -51,8 +51,8 @@ inline void check_length_values(const char* op, const at::Tensor& lengths, const
   const auto contiguous = lengths.contiguous();
   const int64_t* data = contiguous.data_ptr<int64_t>();
   for (int64_t b = 0; b < contiguous.numel(); ++b) {
-    TORCH_CHECK_VALUE(data[b] >= 0 && data[b] <= upper, op, ": ", name, "[", b, "] = ", data[b],
-                      " must be in [0, ", upper, "] (", upper_name, ")");
+    TORCH_CHECK_VALUE(data[b] >= 0 && data[b] <= upper, op, ": ", name, "[", b, "] = ", data[b], " must be in [0, ",
+                      upper, "] (", upper_name, ")");
   }
 }
 

@@ -6,23 +6,28 @@ TORCH_LIBRARY(seqloss, m) {
   // Transducer lattice of seqloss/_lattice/transducer.py on the grid extended by one row.
   // blank (B,T,U+1), emit (B,T,U) float32/float64; frames = T_b, labels = U_b int64 (B,).
   // Returns log P (B,) = alpha(T_b, U_b), alpha (B,T+1,U+1) and beta (B,T+1,U+1).
-  m.def("transducer_lattice(Tensor blank, Tensor emit, Tensor frames, Tensor labels, bool one_symbol_per_frame)"
-        " -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "transducer_lattice(Tensor blank, Tensor emit, Tensor frames, Tensor labels, bool one_symbol_per_frame)"
+      " -> (Tensor, Tensor, Tensor)");
   // CTC lattice of seqloss/_lattice/ctc.py: e (T,B,S) emission scores of the extended labels ext (B,S) int64.
   // Returns log P (B,) and state occupancies gamma (T,B,S) = d log P / d e.
-  m.def("ctc_occupancy(Tensor e, Tensor ext, Tensor target_lengths, Tensor input_lengths, int blank)"
-        " -> (Tensor, Tensor)");
+  m.def(
+      "ctc_occupancy(Tensor e, Tensor ext, Tensor target_lengths, Tensor input_lengths, int blank)"
+      " -> (Tensor, Tensor)");
   // Viterbi (max-plus) over the transducer lattice: best path score (B,) and, for every label u < U_b,
   // the frame t of the cell (t, u) whose emit edge the best path takes (-1 past U_b or without a path).
-  m.def("transducer_viterbi(Tensor blank, Tensor emit, Tensor frames, Tensor labels, bool one_symbol_per_frame)"
-        " -> (Tensor, Tensor)");
+  m.def(
+      "transducer_viterbi(Tensor blank, Tensor emit, Tensor frames, Tensor labels, bool one_symbol_per_frame)"
+      " -> (Tensor, Tensor)");
   // Viterbi over the CTC lattice: best path score (B,) and the extended-label state s of every frame
   // (B,T) int64 (-1 for t >= T_b or without a path); ext.gather(1, states) is the frame label path.
   // SSNT forward-backward on gathered scores (seqloss/ssnt.py): token = l_j(i), choose = q_j(i), both (B,J,S).
   // Returns log P (B,), d log P / d token and d log P / d choose (B,J,S). CPU only; CUDA runs SSNT through
   // transducer_lattice.
-  m.def("ssnt_lattice(Tensor token, Tensor choose, Tensor source_lengths, Tensor target_lengths)"
-        " -> (Tensor, Tensor, Tensor)");
-  m.def("ctc_viterbi(Tensor e, Tensor ext, Tensor target_lengths, Tensor input_lengths, int blank)"
-        " -> (Tensor, Tensor)");
+  m.def(
+      "ssnt_lattice(Tensor token, Tensor choose, Tensor source_lengths, Tensor target_lengths)"
+      " -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "ctc_viterbi(Tensor e, Tensor ext, Tensor target_lengths, Tensor input_lengths, int blank)"
+      " -> (Tensor, Tensor)");
 }

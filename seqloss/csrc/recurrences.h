@@ -65,13 +65,21 @@ SEQLOSS_HD T log_add(T a, T b) {
 // Elementwise helpers for the value-level cells below, which are templates over V: a scalar (CPU and
 // CUDA) or a SIMD vector (cpu/vec_ops.h overloads these for at::vec::Vectorized).
 template <typename T>
-SEQLOSS_HD T vmax(T a, T b) { return a > b ? a : b; }
+SEQLOSS_HD T vmax(T a, T b) {
+  return a > b ? a : b;
+}
 template <typename T>
-SEQLOSS_HD T vmin(T a, T b) { return a > b ? b : a; }
+SEQLOSS_HD T vmin(T a, T b) {
+  return a > b ? b : a;
+}
 template <typename T>
-SEQLOSS_HD bool finite_mask(T x) { return is_finite(x); }
+SEQLOSS_HD bool finite_mask(T x) {
+  return is_finite(x);
+}
 template <typename T>
-SEQLOSS_HD T vselect(bool mask, T a, T b) { return mask ? a : b; }
+SEQLOSS_HD T vselect(bool mask, T a, T b) {
+  return mask ? a : b;
+}
 SEQLOSS_HD float vexp(float x) { return exp_(x); }
 SEQLOSS_HD double vexp(double x) { return exp_(x); }
 SEQLOSS_HD float vlog(float x) { return log_(x); }
@@ -222,8 +230,14 @@ template <typename T>
 SEQLOSS_HD T ctc_viterbi(T e, const T* prev, int64_t s, const int64_t* ext, int64_t blank, uint8_t* back) {
   T best = prev[s];
   uint8_t arg = 0;
-  if (s >= 1 && prev[s - 1] > best) { best = prev[s - 1]; arg = 1; }
-  if (ctc_skip_allowed(ext, s, blank) && prev[s - 2] > best) { best = prev[s - 2]; arg = 2; }
+  if (s >= 1 && prev[s - 1] > best) {
+    best = prev[s - 1];
+    arg = 1;
+  }
+  if (ctc_skip_allowed(ext, s, blank) && prev[s - 2] > best) {
+    best = prev[s - 2];
+    arg = 2;
+  }
   *back = arg;
   return e + best;
 }

@@ -28,10 +28,9 @@ import hydra  # noqa: E402
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
-
 from recipe_cfg import RecordBatches, compose_train  # noqa: E402
-from train import train  # noqa: E402
 
+from train import train  # noqa: E402
 
 HEAD_SCALE = 5.0
 

@@ -1,8 +1,8 @@
 """Composing the real training config for tests: CPU, tiny model, outputs under a temporary folder."""
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lightning as L
 from hydra import compose, initialize_config_dir

@@ -4,7 +4,6 @@ Used as `+callbacks.signal_at._target_=signal_at.SignalAt` with `tests/recipe` o
 that the tests stop real `python train.py` runs at deterministic points instead of sleeping.
 """
 import os
-import signal
 
 import lightning as L
 

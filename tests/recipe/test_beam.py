@@ -6,8 +6,12 @@ import pytest
 import torch
 
 import seqloss
-from recipes.decoding.beam import BeamSearchDecoder, ctc_prefix_beam_search, objective_log_likelihood, \
-    transducer_beam_search
+from recipes.decoding.beam import (
+    BeamSearchDecoder,
+    ctc_prefix_beam_search,
+    objective_log_likelihood,
+    transducer_beam_search,
+)
 from recipes.decoding.greedy import GreedyDecoder
 from recipes.models.heads import ChooseHead, CTCHead
 from recipes.models.joiner import Joiner

@@ -1,13 +1,12 @@
 """Every config group composes and instantiates; `loss=X` changes only the objective and its heads."""
-from pathlib import Path
 
 import hydra
 import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
-
 from recipe_cfg import CONF, compose_train
+
 from recipes.utils import instantiate_callbacks, instantiate_loggers
 
 LOSSES = ["ctc", "rnnt", "modified_rnnt", "ssnt"]

@@ -23,9 +23,9 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 @pytest.fixture(scope="module")
 def datamodule(tiny_corpus):
-    from tests.recipe.conftest import TINY_CORPUS
     from recipes.data.synthesis import SyntheticCorpus
     from recipes.data.tokenizer import build_sentencepiece_tokenizer
+    from tests.recipe.conftest import TINY_CORPUS
 
     dm = ASRDataModule(tiny_corpus, functools.partial(SyntheticCorpus, **TINY_CORPUS),
                        functools.partial(build_sentencepiece_tokenizer, vocab_size=64),

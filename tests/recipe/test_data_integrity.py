@@ -21,13 +21,25 @@ from recipes.data.dataset import load_features
 from recipes.data.librispeech import LibriSpeechCorpus, read_librispeech_split
 from recipes.data.manifest import ManifestCorpus, read_manifest
 from recipes.data.synthesis import (
-    RECORD, SETTINGS_STAMP, CorpusIntegrityError, CorpusSettingsError, SyntheticCorpus,
-    SyntheticCorpusConfig, ensure_synthetic_corpus, generate_corpus, plan_corpus,
-    read_corpus_record, synthesize_utterance, verify_corpus,
+    RECORD,
+    SETTINGS_STAMP,
+    CorpusIntegrityError,
+    CorpusSettingsError,
+    SyntheticCorpus,
+    SyntheticCorpusConfig,
+    ensure_synthetic_corpus,
+    generate_corpus,
+    plan_corpus,
+    read_corpus_record,
+    synthesize_utterance,
+    verify_corpus,
 )
 from recipes.data.text import normalize_text
 from recipes.data.tokenizer import (
-    TranscriptError, build_char_tokenizer, build_sentencepiece_tokenizer, encode_transcripts,
+    TranscriptError,
+    build_char_tokenizer,
+    build_sentencepiece_tokenizer,
+    encode_transcripts,
 )
 from recipes.utils.files import create_exclusive
 
@@ -256,7 +268,8 @@ def test_datamodule_names_an_out_of_vocabulary_utterance(tiny_corpus, flacs, tmp
     datamodule = ASRDataModule(tmp_path, corpus, tokenizer=functools.partial(build_char_tokenizer),
                                num_workers=0, cmvn_max_utts=3)
     datamodule.prepare_data()
-    with pytest.raises(TranscriptError, match=rf"utterance 'oov' \(manifest {re.escape(str(dev))}, line 2\): .*'Ï' in 'NAÏVE'"):
+    expected = rf"utterance 'oov' \(manifest {re.escape(str(dev))}, line 2\): .*'Ï' in 'NAÏVE'"
+    with pytest.raises(TranscriptError, match=expected):
         datamodule.setup("fit")
 
 

@@ -7,7 +7,8 @@ import random
 import lightning as L
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recipes.data.datamodule import ASRDataModule
 from recipes.data.sampler import DurationBucketSampler

@@ -9,7 +9,11 @@ import pytest
 import soundfile
 
 from recipes.data.synthesis import (
-    SyntheticCorpusConfig, TRAIN_ONLY_VARIANTS, generate_corpus, plan_corpus, synthesize_utterance,
+    TRAIN_ONLY_VARIANTS,
+    SyntheticCorpusConfig,
+    generate_corpus,
+    plan_corpus,
+    synthesize_utterance,
     vocabulary,
 )
 

@@ -20,7 +20,8 @@ def trained_run(request, tmp_path_factory, tiny_corpus):
     data = [f"data.root={tiny_corpus}", *[f"data.corpus.{k}={v}" for k, v in TINY_CORPUS.items()],
             "data.max_duration=10", "data.eval_max_duration=20", "data.num_workers=0", "data.cmvn_max_utts=20",
             "tokenizer.vocab_size=64"]
-    cfg = compose_train([f"loss={request.param}", "logger=csv", "callbacks=[default,epoch_checkpoint]", "trainer.max_epochs=2", "trainer.limit_train_batches=4",
+    cfg = compose_train([f"loss={request.param}", "logger=csv", "callbacks=[default,epoch_checkpoint]",
+                         "trainer.max_epochs=2", "trainer.limit_train_batches=4",
                          "trainer.limit_val_batches=1", "test=false"], out, data=data)
     train(cfg)
     return request.param, out / "logs", Path(cfg.paths.output_dir)

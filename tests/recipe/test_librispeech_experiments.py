@@ -8,8 +8,8 @@ from pathlib import Path
 import hydra
 import pytest
 from omegaconf import OmegaConf, open_dict
-
 from recipe_cfg import CONF, compose_train
+
 from train import train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("librispeech_*.yaml"))

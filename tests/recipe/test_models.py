@@ -5,12 +5,11 @@ import torch
 import torchaudio
 from torch import nn
 
-import seqloss
 from recipes.decoding.greedy import GreedyDecoder, ctc_greedy, ssnt_greedy, transducer_greedy
 from recipes.lit.module import ASRLitModule, BatchOutOfMemoryError
 from recipes.models import ChooseHead, CTCHead, Joiner, LSTMPredictor, LSTMTranscriber
-from seqloss import packed_cells
 from recipes.models.objectives import CTCObjective, SSNTObjective, TransducerObjective
+from seqloss import packed_cells
 
 V = 12
 E = 16

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY_CORPUS
 from recipe_cfg import REPO
 

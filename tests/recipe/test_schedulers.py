@@ -37,7 +37,8 @@ def test_cooldown_reaches_zero_at_the_budget():
 
 
 def test_no_budget_means_no_cooldown():
-    assert _rates(50, warmup_steps=5, total_steps=-1, cooldown_fraction=0.5) == pytest.approx(_rates(50, warmup_steps=5))
+    no_total = _rates(50, warmup_steps=5, total_steps=-1, cooldown_fraction=0.5)
+    assert no_total == pytest.approx(_rates(50, warmup_steps=5))
 
 
 @pytest.mark.parametrize("kwargs, match", [({"warmup_steps": 0}, "warmup_steps"),

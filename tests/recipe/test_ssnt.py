@@ -33,7 +33,6 @@ def test_choose_head_rejects_a_prior_outside_zero_one(prior):
 
 def test_ssnt_config_initialises_the_choose_head_at_its_prior(tmp_path):
     from hydra.utils import instantiate
-
     from recipe_cfg import compose_train
 
     cfg = compose_train(["loss=ssnt"], tmp_path)

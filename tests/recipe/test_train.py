@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
-
 from recipe_cfg import REPO, RecordBatches, RecordLosses, compose_train, force_add
-from train import train
 from wandb_records import history_keys, wait_for_exit_record
+
+from train import train
 
 LOSS_MODES = [("ctc", None)] + [(loss, mode) for loss in ("rnnt", "modified_rnnt", "ssnt")
                                  for mode in ("dense", "packed", "fused")]
@@ -206,7 +206,8 @@ def test_non_finite_batches_are_skipped(tiny_data_overrides, tmp_path, monkeypat
 
     monkeypatch.setattr(ASRLitModule, "losses", poisoned)
     cfg = compose_train(["loss=rnnt", "logger=csv", "test=false", "trainer.max_steps=4", "trainer.max_epochs=-1",
-                         "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"], tmp_path, tiny_data_overrides)
+                         "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"],
+                        tmp_path, tiny_data_overrides)
     with caplog.at_level("WARNING", logger="recipes.lit.module"):
         metrics, objects = train(cfg)
     model, trainer = objects["model"], objects["trainer"]

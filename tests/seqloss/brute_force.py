@@ -279,7 +279,8 @@ def ssnt_logp(log_probs: torch.Tensor, target: Iterable[int], log_p_choose: torc
     target = _as_list(target)
     J, S = q.shape
     if lp.shape[:2] != (J, S) or len(target) != J:
-        raise ValueError(f"shapes disagree: log_probs {tuple(lp.shape)}, log_p_choose {tuple(q.shape)}, J={len(target)}")
+        raise ValueError(f"shapes disagree: log_probs {tuple(lp.shape)}, log_p_choose {tuple(q.shape)}, "
+                         f"J={len(target)}")
     if J == 0:
         anchor = (lp * 0).sum() + (q * 0).sum()
         return anchor + (0.0 if S == 1 else float("-inf"))

@@ -79,7 +79,8 @@ def build_variant(build_root: Path, name: str, replacements) -> str:
     header = build / "lattice_kernels.cuh"
     _write_if_changed(header, source)
     unit = build / "kernels.cpp"
-    _write_if_changed(unit, f'#define SEQLOSS_KERNELS_HEADER "{header}"\n#include "{EMULATION / "emulated_kernels.cpp"}"\n')
+    kernels = EMULATION / "emulated_kernels.cpp"
+    _write_if_changed(unit, f'#define SEQLOSS_KERNELS_HEADER "{header}"\n#include "{kernels}"\n')
     return torch.utils.cpp_extension.load(
         name=f"seqloss_emulation_{name}", sources=[str(unit)], extra_cflags=_VARIANT_CFLAGS, extra_ldflags=_LDFLAGS,
         build_directory=str(build), is_python_module=False, verbose=False)

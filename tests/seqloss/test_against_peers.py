@@ -3,10 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as TAF
-
-import seqloss
 from brute_force import ctc_logp
 from helpers import ctc_batch, pack_transducer, transducer_batch
+
+import seqloss
 
 
 def _value_and_grad(fn, x):

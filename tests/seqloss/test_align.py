@@ -3,10 +3,10 @@ against the loss gradients and their totals."""
 import pytest
 import torch
 import torchaudio.functional as TAF
-
-import seqloss
 from brute_force import ctc_paths, modified_rnnt_paths, rnnt_paths, simple_ctc_paths, ssnt_alignments
 from helpers import ctc_batch, pack_transducer, ssnt_batch, transducer_batch
+
+import seqloss
 
 
 def test_ctc_align_equals_torchaudio_forced_align():
@@ -70,7 +70,7 @@ def test_transducer_viterbi_is_the_best_path(variant, packed):
         emitted = [t for t, u, v in path if v != 0]
         assert result.token_frames[b, : tl[b]].tolist() == emitted
         first_token_of_frame = {}
-        for t, u, v in path:
+        for t, _u, v in path:
             if v != 0:
                 first_token_of_frame.setdefault(t, v)
         expected = [first_token_of_frame.get(t, 0) for t in range(int(ll[b]))]
@@ -122,12 +122,14 @@ def test_transducer_posteriors_are_the_gradient_with_right_totals(variant):
     lp = logits.log_softmax(-1)
     if variant == "rnnt":
         post = seqloss.rnnt_posteriors(lp, targets, ll, tl, blank=0, fused_log_softmax=False)
-        loss = lambda v: seqloss.rnnt_loss(v, targets, ll, tl, blank=0, reduction="sum", fused_log_softmax=False)
+        def loss(v):
+            return seqloss.rnnt_loss(v, targets, ll, tl, blank=0, reduction="sum", fused_log_softmax=False)
     else:
         fb = variant == "modified_true"
         post = seqloss.modified_rnnt_posteriors(lp, targets, ll, tl, blank=0, fused_log_softmax=False, final_blank=fb)
-        loss = lambda v: seqloss.modified_rnnt_loss(v, targets, ll, tl, blank=0, reduction="sum",
-                                                    fused_log_softmax=False, final_blank=fb)
+        def loss(v):
+            return seqloss.modified_rnnt_loss(v, targets, ll, tl, blank=0, reduction="sum",
+                                              fused_log_softmax=False, final_blank=fb)
     grad = _minus_grad(loss, lp)
     torch.testing.assert_close(post.blank, grad[..., 0])
     torch.testing.assert_close(post.emit, grad[:, :, :-1].gather(-1, targets.long()[:, None, :, None].expand(

@@ -1,11 +1,12 @@
 """Every loss and variant against explicit path enumeration (tests/seqloss/brute_force.py), float64."""
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
-
-import seqloss
 from brute_force import ctc_logp, modified_rnnt_logp, rnnt_logp, simple_ctc_logp, ssnt_logp
 from helpers import ctc_batch, pack_rows, pack_transducer, ssnt_batch, transducer_batch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seqloss
 
 
 def _per_utt_grads(loss_fn, x):

@@ -7,9 +7,9 @@ checks the generated code too.
 """
 import pytest
 import torch
+from helpers import ctc_batch, ssnt_batch, transducer_batch
 
 import seqloss
-from helpers import ctc_batch, ssnt_batch, transducer_batch
 
 
 def _cases():

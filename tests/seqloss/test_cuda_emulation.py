@@ -11,15 +11,15 @@ checks shared by the CPU and CUDA ops (seqloss/csrc/checks.h) give the same erro
 """
 import concurrent.futures
 
+import cuda_emulation
 import pytest
 import torch
+from cuda_emulation import ASCENDING, REVERSED, SHUFFLED
+from helpers import ctc_batch
 
 import seqloss  # noqa: F401  (loads torch.ops.seqloss)
 from seqloss import _ops
 from seqloss.scores import ctc_emissions, ctc_extended_labels
-from helpers import ctc_batch
-import cuda_emulation
-from cuda_emulation import ASCENDING, REVERSED, SHUFFLED
 
 pytestmark = pytest.mark.skipif(not _ops.CPU_AVAILABLE, reason="native CPU kernels not built")
 
@@ -197,14 +197,16 @@ FAULTS = {
                              "G(t)[s] = ctc_alpha(E(t)[s], G(t - 1), s, lab, blank);")],
     # The barrier between reading log P from the last alpha row and the first beta step overwriting
     # that row (a race the emulation found in the CUDA kernel).
-    "missing_ctc_total_barrier": [("if (threadIdx.x == 0) log_p[b] = total;\n  // Every thread must have read the last alpha row "
+    "missing_ctc_total_barrier": [("if (threadIdx.x == 0) log_p[b] = total;\n"
+                                   "  // Every thread must have read the last alpha row "
                                    "before the first beta step overwrites it with gamma.\n  __syncthreads();\n",
                                    "if (threadIdx.x == 0) log_p[b] = total;\n")],
     # Off by one: the CTC forward pass skips the last state of each frame.
     "ctc_loop_bound": [("for (int64_t s = threadIdx.x; s < states; s += blockDim.x) G(t)[s] = ctc_alpha",
                         "for (int64_t s = threadIdx.x; s < states - 1; s += blockDim.x) G(t)[s] = ctc_alpha")],
     # Wrong block offset: utterance b reads the emit scores at b * rows instead of b * rows * U.
-    "emit_block_offset": [("  const TransducerGrid<T> g{blank + b * rows * width, emit + b * rows * (width - 1), rows, width};\n"
+    "emit_block_offset": [("  const TransducerGrid<T> g{blank + b * rows * width, "
+                           "emit + b * rows * (width - 1), rows, width};\n"
                            "  T* a = alpha + b * (rows + 1) * width;\n  T* be",
                            "  const TransducerGrid<T> g{blank + b * rows * width, emit + b * rows, rows, width};\n"
                            "  T* a = alpha + b * (rows + 1) * width;\n  T* be")],
@@ -402,7 +404,8 @@ LENGTH_BAD = [
 ]
 
 
-@pytest.mark.parametrize("op,name,mutate,match", LENGTH_BAD, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(LENGTH_BAD)])
+@pytest.mark.parametrize("op,name,mutate,match", LENGTH_BAD,
+                         ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(LENGTH_BAD)])
 def test_cpu_ops_check_length_values(op, name, mutate, match):
     """On the CPU the lengths are read and checked; out-of-range values raise instead of reading past the tensor."""
     args = _transducer_args() if op.startswith("transducer") else _ctc_args()

@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from helpers import ctc_batch, ssnt_batch, transducer_batch
 
 import seqloss
 from seqloss import _ops
-from helpers import ctc_batch, ssnt_batch, transducer_batch
 
 BACKENDS = ["native", "torch"] if _ops.CPU_AVAILABLE else ["torch"]
 CTC_LOSSES = {"ctc": seqloss.ctc_loss, "simple_ctc": seqloss.simple_ctc_loss}

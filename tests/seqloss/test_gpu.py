@@ -2,11 +2,11 @@
 bf16; torch.compile with inductor on CUDA. Runs wherever CUDA exists (scripts/gpu_check.sh runs it)."""
 import pytest
 import torch
+from helpers import ctc_batch, pack_transducer, ssnt_batch, transducer_batch
 
 import seqloss
 from seqloss import _ops
 from seqloss.scores import ctc_emissions, ctc_extended_labels
-from helpers import ctc_batch, pack_transducer, ssnt_batch, transducer_batch
 
 pytestmark = [
     pytest.mark.gpu,

@@ -1,10 +1,10 @@
 """gradcheck / gradgradcheck in float64, and bitwise determinism of repeated backward passes."""
 import pytest
 import torch
+from helpers import ctc_batch, pack_rows, pack_transducer, ssnt_batch, transducer_batch
 from torch.autograd import gradcheck, gradgradcheck
 
 import seqloss
-from helpers import ctc_batch, pack_rows, pack_transducer, ssnt_batch, transducer_batch
 
 
 def _ctc_case(loss):

@@ -5,11 +5,10 @@ chain-back expressions at these sizes).
 """
 import pytest
 import torch
+from helpers import pack_transducer, transducer_batch
 
 import seqloss
 from seqloss import rnnt as rnnt_module
-
-from helpers import pack_transducer, transducer_batch
 
 LOSSES = {"rnnt": seqloss.rnnt_loss, "modified_rnnt": seqloss.modified_rnnt_loss}
 

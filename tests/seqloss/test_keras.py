@@ -17,6 +17,8 @@ import torch  # noqa: E402
 
 keras = pytest.importorskip("keras")
 
+from helpers import transducer_batch  # noqa: E402
+
 import seqloss  # noqa: E402
 from seqloss.keras import (  # noqa: E402
     CTCGreedyDecoder,
@@ -27,8 +29,6 @@ from seqloss.keras import (  # noqa: E402
     ctc_greedy_decode,
     edit_distance,
 )
-
-from helpers import transducer_batch  # noqa: E402
 
 # keras's torch backend calls np.array(tensor) when it logs; torch's __array__ has no `copy`
 # keyword, which numpy 2 reports on every call.

@@ -10,11 +10,11 @@ import warnings
 
 import pytest
 import torch
+from helpers import ctc_batch, pack_rows, pack_transducer, ssnt_batch, transducer_batch
 
 import seqloss
 from seqloss import _backend, _ops
 from seqloss.scores import ctc_emissions, ctc_extended_labels
-from helpers import ctc_batch, pack_rows, pack_transducer, ssnt_batch, transducer_batch
 
 TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=1e-5, atol=1e-5)}
 DTYPES = [torch.float64, torch.float32]
@@ -63,7 +63,8 @@ def test_ctc_native_infeasible_gives_inf_on_both_backends(simple):
     x, targets, _, _ = ctc_batch(0, 6, 2, 5, 4)
     input_lengths, target_lengths = torch.tensor([6, 2]), torch.tensor([4, 4])
     loss_fn = seqloss.simple_ctc_loss if simple else seqloss.ctc_loss
-    losses = [loss_fn(x, targets, input_lengths, target_lengths, reduction="none", backend=b) for b in ("torch", "native")]
+    losses = [loss_fn(x, targets, input_lengths, target_lengths, reduction="none", backend=b)
+              for b in ("torch", "native")]
     assert torch.isinf(losses[1][1]) and torch.isfinite(losses[1][0])
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-12, atol=0)
 
@@ -168,7 +169,8 @@ def test_opcheck_ctc_ops(dtype):
     e, ext, target_lengths, input_lengths, blank = _ctc_inputs(dtype)
     torch.library.opcheck(torch.ops.seqloss.ctc_occupancy.default,
                           (e.requires_grad_(), ext, target_lengths, input_lengths, blank))
-    torch.library.opcheck(torch.ops.seqloss.ctc_viterbi.default, (e.detach(), ext, target_lengths, input_lengths, blank))
+    torch.library.opcheck(torch.ops.seqloss.ctc_viterbi.default,
+                          (e.detach(), ext, target_lengths, input_lengths, blank))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -321,7 +323,8 @@ for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-5)):
     x, tg, il, tl = ctc_batch(3, 30, 4, 12, 9, dtype=dtype)
     lp, stg, ch, sl, stl = ssnt_batch(4, 3, 11, 21, 5, dtype=dtype)
     for fn, inputs in ((lambda v: seqloss.ctc_loss(v, tg, il, tl, reduction="sum", backend=BACKEND), (x,)),
-                       (lambda a, c: seqloss.ssnt_loss(a, stg, c, sl, stl, reduction="sum", backend=BACKEND), (lp, ch))):
+                       (lambda a, c: seqloss.ssnt_loss(a, stg, c, sl, stl, reduction="sum", backend=BACKEND),
+                        (lp, ch))):
         results = []
         for BACKEND in ("torch", "native"):
             leaves = [t.clone().requires_grad_() for t in inputs]

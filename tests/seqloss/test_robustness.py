@@ -1,10 +1,10 @@
 """Extreme scores, -inf entries, half precision, infeasible utterances, SSNT without a floor."""
 import pytest
 import torch
-
-import seqloss
 from brute_force import ssnt_logp
 from helpers import ctc_batch, ssnt_batch, transducer_batch
+
+import seqloss
 
 
 def _grad(fn, *xs):

@@ -2,12 +2,11 @@
 and that each loss is its lattice applied to these scores."""
 import pytest
 import torch
+from helpers import ctc_batch, pack_transducer, ssnt_batch, transducer_batch
 
 import seqloss
 from seqloss._lattice import ctc as ctc_lattice
 from seqloss._lattice.transducer import transducer_log_likelihood
-
-from helpers import ctc_batch, pack_transducer, ssnt_batch, transducer_batch
 
 NEG_INF = float("-inf")
 

@@ -10,10 +10,10 @@ import warnings
 
 import pytest
 import torch
+from helpers import ctc_batch, ssnt_batch, transducer_batch
 
 import seqloss
 from seqloss import _backend, _ops, _selfcheck
-from helpers import ctc_batch, ssnt_batch, transducer_batch
 
 pytestmark = pytest.mark.skipif(not _ops.CPU_AVAILABLE, reason="native kernels not built")
 CPU = torch.device("cpu")

@@ -6,11 +6,10 @@ the seed vector of docs/design.md §3.5, and gradcheck.
 """
 import pytest
 import torch
+from helpers import pack_rows, ssnt_batch
 
 import seqloss
 from seqloss import _ops
-
-from helpers import pack_rows, ssnt_batch
 
 BACKENDS = ["torch", "native"] if _ops.CPU_AVAILABLE else ["torch"]
 

@@ -1,9 +1,9 @@
 """Malformed calls raise ValueError / TypeError whose message names the argument (docs/design.md §3.5a)."""
 import pytest
 import torch
+from helpers import ctc_batch, ssnt_batch, transducer_batch
 
 import seqloss
-from helpers import ctc_batch, ssnt_batch, transducer_batch
 
 
 def _ctc_args():

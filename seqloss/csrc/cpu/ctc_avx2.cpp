@@ -81,15 +81,13 @@ T ctc_utterance(const T* e, const int64_t* lab, int64_t frames, int64_t states, 
 
 namespace seqloss {
 
-float ctc_occupancy_utterance_avx2(const float* e, const int64_t* lab, int64_t frames, int64_t states,
-                                   int64_t batch, int64_t num_states, int64_t b, int64_t blank, float* gamma,
-                                   float* work) {
+float ctc_occupancy_utterance_avx2(const float* e, const int64_t* lab, int64_t frames, int64_t states, int64_t batch,
+                                   int64_t num_states, int64_t b, int64_t blank, float* gamma, float* work) {
   return seqloss_avx2::seqloss::ctc_utterance(e, lab, frames, states, batch, num_states, b, blank, gamma, work);
 }
 
-double ctc_occupancy_utterance_avx2(const double* e, const int64_t* lab, int64_t frames, int64_t states,
-                                    int64_t batch, int64_t num_states, int64_t b, int64_t blank, double* gamma,
-                                    double* work) {
+double ctc_occupancy_utterance_avx2(const double* e, const int64_t* lab, int64_t frames, int64_t states, int64_t batch,
+                                    int64_t num_states, int64_t b, int64_t blank, double* gamma, double* work) {
   return seqloss_avx2::seqloss::ctc_utterance(e, lab, frames, states, batch, num_states, b, blank, gamma, work);
 }
 
@@ -112,9 +110,13 @@ bool cpu_has_avx2() {
 namespace seqloss {
 bool cpu_has_avx2() { return false; }
 // Never called where cpu_has_avx2() is false.
-float ctc_occupancy_utterance_avx2(const float*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                   int64_t, float*, float*) { return 0.0f; }
-double ctc_occupancy_utterance_avx2(const double*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                    int64_t, double*, double*) { return 0.0; }
+float ctc_occupancy_utterance_avx2(const float*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                   float*, float*) {
+  return 0.0f;
+}
+double ctc_occupancy_utterance_avx2(const double*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                    double*, double*) {
+  return 0.0;
+}
 }  // namespace seqloss
 #endif

@@ -9,12 +9,10 @@ namespace seqloss {
 // and returns log P. e, gamma: (T, B, S) contiguous; lab: the utterance's extended labels (S,);
 // work: 3 * (S + 2) scratch values. Built with AVX2/FMA (cpu/ctc_avx2.cpp); call only where
 // cpu_has_avx2() holds.
-float ctc_occupancy_utterance_avx2(const float* e, const int64_t* lab, int64_t frames, int64_t states,
-                                   int64_t batch, int64_t num_states, int64_t b, int64_t blank, float* gamma,
-                                   float* work);
-double ctc_occupancy_utterance_avx2(const double* e, const int64_t* lab, int64_t frames, int64_t states,
-                                    int64_t batch, int64_t num_states, int64_t b, int64_t blank, double* gamma,
-                                    double* work);
+float ctc_occupancy_utterance_avx2(const float* e, const int64_t* lab, int64_t frames, int64_t states, int64_t batch,
+                                   int64_t num_states, int64_t b, int64_t blank, float* gamma, float* work);
+double ctc_occupancy_utterance_avx2(const double* e, const int64_t* lab, int64_t frames, int64_t states, int64_t batch,
+                                    int64_t num_states, int64_t b, int64_t blank, double* gamma, double* work);
 bool cpu_has_avx2();
 
 // The fused SSNT kernel of one utterance (S_b = rows, J_b = labels) vectorised along the lattice's

@@ -33,10 +33,10 @@ void check_ctc_inputs(const char* op, const at::Tensor& e, const at::Tensor& ext
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice_cpu(const at::Tensor& blank_in,
-                                                                       const at::Tensor& emit_in,
-                                                                       const at::Tensor& frames_in,
-                                                                       const at::Tensor& labels_in,
-                                                                       bool one_symbol_per_frame) {
+                                                                      const at::Tensor& emit_in,
+                                                                      const at::Tensor& frames_in,
+                                                                      const at::Tensor& labels_in,
+                                                                      bool one_symbol_per_frame) {
   check_lattice_inputs("seqloss::transducer_lattice", blank_in, emit_in, frames_in, labels_in);
   const auto blank = blank_in.contiguous(), emit = emit_in.contiguous();
   const auto frames = frames_in.contiguous(), labels = labels_in.contiguous();
@@ -228,16 +228,14 @@ std::tuple<at::Tensor, at::Tensor> ctc_viterbi_cpu(const at::Tensor& e_in, const
   return {score, states_out};
 }
 
-
 // SSNT forward-backward on gathered scores, one utterance per task: the transducer lattice of
 // seqloss/ssnt.py (blank = shift r_j(i), emit = token + choose, a zero-score final edge) with the
 // chain back to the token and choose log-probs done in the same pass, so that no (B, S, J+1) score
 // or marginal tensor is built. token, choose: (B, J, S); returns log P (B,), d log P / d token and
 // d log P / d choose (B, J, S), zero outside each utterance.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ssnt_lattice_cpu(const at::Tensor& token_in,
-                                                                 const at::Tensor& choose_in,
-                                                                 const at::Tensor& source_lengths_in,
-                                                                 const at::Tensor& target_lengths_in) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ssnt_lattice_cpu(const at::Tensor& token_in, const at::Tensor& choose_in,
+                                                                const at::Tensor& source_lengths_in,
+                                                                const at::Tensor& target_lengths_in) {
   checks::check_ssnt_inputs("seqloss::ssnt_lattice", token_in, choose_in, source_lengths_in, target_lengths_in);
   checks::check_ssnt_lengths("seqloss::ssnt_lattice", token_in, source_lengths_in, target_lengths_in);
   const auto token = token_in.contiguous(), choose = choose_in.contiguous();

@@ -34,8 +34,7 @@ struct FlushDenormals {
 };
 
 template <typename T>
-T utterance(const T* tok, const T* cho, int64_t stride, int64_t rows, int64_t labels, T* grad_token,
-            T* grad_choose) {
+T utterance(const T* tok, const T* cho, int64_t stride, int64_t rows, int64_t labels, T* grad_token, T* grad_choose) {
   using V = Vec<T>;
   constexpr int64_t L = V::size();
   const FlushDenormals flush;

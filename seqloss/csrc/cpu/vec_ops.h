@@ -65,23 +65,37 @@ inline Vec<double> operator<(Vec<double> a, Vec<double> b) { return Vec<double>(
 
 // max/min as the scalar `a > b ? a : b` / `a > b ? b : a`; blendv(a, b, mask) takes b where mask is set.
 template <typename T>
-inline Vec<T> vmax(Vec<T> a, Vec<T> b) { return Vec<T>::blendv(b, a, a > b); }
+inline Vec<T> vmax(Vec<T> a, Vec<T> b) {
+  return Vec<T>::blendv(b, a, a > b);
+}
 template <typename T>
-inline Vec<T> vmin(Vec<T> a, Vec<T> b) { return Vec<T>::blendv(a, b, a > b); }
+inline Vec<T> vmin(Vec<T> a, Vec<T> b) {
+  return Vec<T>::blendv(a, b, a > b);
+}
 template <typename T>
 inline Vec<T> finite_mask(Vec<T> x) {
   const T inf = static_cast<T>(INFINITY);
   return (x < Vec<T>(inf)) & (x > Vec<T>(-inf));
 }
 template <typename T>
-inline Vec<T> vselect(Vec<T> mask, Vec<T> a, Vec<T> b) { return Vec<T>::blendv(b, a, mask); }
+inline Vec<T> vselect(Vec<T> mask, Vec<T> a, Vec<T> b) {
+  return Vec<T>::blendv(b, a, mask);
+}
 template <typename T>
-inline Vec<T> vexp(Vec<T> x) { return x.exp(); }
+inline Vec<T> vexp(Vec<T> x) {
+  return x.exp();
+}
 template <typename T>
-inline Vec<T> vlog(Vec<T> x) { return x.log(); }
+inline Vec<T> vlog(Vec<T> x) {
+  return x.log();
+}
 template <typename T>
-inline Vec<T> vexpm1(Vec<T> x) { return x.expm1(); }
+inline Vec<T> vexpm1(Vec<T> x) {
+  return x.expm1();
+}
 template <typename T>
-inline Vec<T> vlog1p(Vec<T> x) { return x.log1p(); }
+inline Vec<T> vlog1p(Vec<T> x) {
+  return x.log1p();
+}
 
 }  // namespace seqloss

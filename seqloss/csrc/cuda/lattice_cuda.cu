@@ -26,10 +26,10 @@ void check_cuda(const char* op, const at::Tensor& x, const char* name) {
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice_cuda(const at::Tensor& blank_in,
-                                                                        const at::Tensor& emit_in,
-                                                                        const at::Tensor& frames_in,
-                                                                        const at::Tensor& labels_in,
-                                                                        bool one_symbol_per_frame) {
+                                                                       const at::Tensor& emit_in,
+                                                                       const at::Tensor& frames_in,
+                                                                       const at::Tensor& labels_in,
+                                                                       bool one_symbol_per_frame) {
   constexpr const char* op = "seqloss::transducer_lattice";
   check_cuda(op, blank_in, "blank");
   checks::check_transducer_inputs(op, blank_in, emit_in, frames_in, labels_in);
@@ -42,9 +42,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice_cuda(const at:
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(blank.scalar_type(), "transducer_lattice_cuda", [&] {
     transducer_lattice_kernel<scalar_t><<<B, threads_for(W), 0, stream>>>(
-        blank.data_ptr<scalar_t>(), emit.data_ptr<scalar_t>(), frames.data_ptr<int64_t>(),
-        labels.data_ptr<int64_t>(), rows, W, one_symbol_per_frame ? 1 : 0, out.log_p.data_ptr<scalar_t>(),
-        out.alpha.data_ptr<scalar_t>(), out.beta.data_ptr<scalar_t>());
+        blank.data_ptr<scalar_t>(), emit.data_ptr<scalar_t>(), frames.data_ptr<int64_t>(), labels.data_ptr<int64_t>(),
+        rows, W, one_symbol_per_frame ? 1 : 0, out.log_p.data_ptr<scalar_t>(), out.alpha.data_ptr<scalar_t>(),
+        out.beta.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {out.log_p, out.alpha, out.beta};
@@ -65,9 +65,9 @@ std::tuple<at::Tensor, at::Tensor> transducer_viterbi_cuda(const at::Tensor& bla
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(blank.scalar_type(), "transducer_viterbi_cuda", [&] {
     transducer_viterbi_kernel<scalar_t><<<B, threads_for(W), 0, stream>>>(
-        blank.data_ptr<scalar_t>(), emit.data_ptr<scalar_t>(), frames.data_ptr<int64_t>(),
-        labels.data_ptr<int64_t>(), rows, W, one_symbol_per_frame ? 1 : 0, out.score.data_ptr<scalar_t>(),
-        out.alpha.data_ptr<scalar_t>(), out.back.data_ptr<uint8_t>(), out.emit_frames.data_ptr<int64_t>());
+        blank.data_ptr<scalar_t>(), emit.data_ptr<scalar_t>(), frames.data_ptr<int64_t>(), labels.data_ptr<int64_t>(),
+        rows, W, one_symbol_per_frame ? 1 : 0, out.score.data_ptr<scalar_t>(), out.alpha.data_ptr<scalar_t>(),
+        out.back.data_ptr<uint8_t>(), out.emit_frames.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {out.score, out.emit_frames};

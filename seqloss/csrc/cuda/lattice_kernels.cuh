@@ -76,16 +76,15 @@ __global__ void transducer_lattice_kernel(const T* blank, const T* emit, const i
   }
   for_each_wavefront(rows, width, delta, true,
                      [&](int64_t t, int64_t u) { a[t * width + u] = transducer_alpha(g, a, t, u, delta); });
-  for_each_wavefront(rows, width, delta, false, [&](int64_t t, int64_t u) {
-    be[t * width + u] = transducer_beta(g, be, t, u, delta, fr, lab);
-  });
+  for_each_wavefront(rows, width, delta, false,
+                     [&](int64_t t, int64_t u) { be[t * width + u] = transducer_beta(g, be, t, u, delta, fr, lab); });
   if (threadIdx.x == 0) log_p[b] = a[fr * width + lab];
 }
 
 template <typename T>
 __global__ void transducer_viterbi_kernel(const T* blank, const T* emit, const int64_t* frames, const int64_t* labels,
-                                          int64_t rows, int64_t width, int64_t delta, T* score, T* alpha,
-                                          uint8_t* back, int64_t* emit_frames) {
+                                          int64_t rows, int64_t width, int64_t delta, T* score, T* alpha, uint8_t* back,
+                                          int64_t* emit_frames) {
   const int64_t b = blockIdx.x;
   const TransducerGrid<T> g{blank + b * rows * width, emit + b * rows * (width - 1), rows, width};
   T* a = alpha + b * (rows + 1) * width;
@@ -158,9 +157,8 @@ __global__ void ctc_occupancy_kernel(const T* e, const int64_t* ext, const int64
 
 template <typename T>
 __global__ void ctc_viterbi_kernel(const T* e, const int64_t* ext, const int64_t* target_lengths,
-                                   const int64_t* input_lengths, int64_t num_frames, int64_t batch,
-                                   int64_t num_states, int64_t blank, T* score, T* rows_buf, uint8_t* back,
-                                   int64_t* path) {
+                                   const int64_t* input_lengths, int64_t num_frames, int64_t batch, int64_t num_states,
+                                   int64_t blank, T* score, T* rows_buf, uint8_t* back, int64_t* path) {
   const int64_t b = blockIdx.x;
   const int64_t frames = input_lengths[b], states = 2 * target_lengths[b] + 1;
   const int64_t* lab = ext + b * num_states;

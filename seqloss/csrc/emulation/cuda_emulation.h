@@ -228,8 +228,8 @@ inline void run_block(const char* kernel, const LaunchConfig& config, int64_t bl
 template <typename... Params, typename... Args>
 void launch(const char* kernel_name, const LaunchConfig& config, void (*kernel)(Params...), Args... args) {
   if (config.threads < 1 || config.threads > 1024) {
-    throw std::invalid_argument(std::string("CUDA emulation: ") + kernel_name + ": threads per block must be in [1, 1024], got " +
-                                std::to_string(config.threads));
+    throw std::invalid_argument(std::string("CUDA emulation: ") + kernel_name +
+                                ": threads per block must be in [1, 1024], got " + std::to_string(config.threads));
   }
   if (config.grid < 0) throw std::invalid_argument(std::string("CUDA emulation: ") + kernel_name + ": negative grid");
   constexpr size_t stack_bytes = 256 * 1024;

@@ -21,16 +21,16 @@ template <typename T>
 void transducer_lattice(const LaunchConfig& config, const T* blank, const T* emit, const int64_t* frames,
                         const int64_t* labels, int64_t rows, int64_t width, int64_t delta, T* log_p, T* alpha,
                         T* beta) {
-  launch("transducer_lattice_kernel", config, &seqloss::transducer_lattice_kernel<T>, blank, emit, frames, labels,
-         rows, width, delta, log_p, alpha, beta);
+  launch("transducer_lattice_kernel", config, &seqloss::transducer_lattice_kernel<T>, blank, emit, frames, labels, rows,
+         width, delta, log_p, alpha, beta);
 }
 
 template <typename T>
 void transducer_viterbi(const LaunchConfig& config, const T* blank, const T* emit, const int64_t* frames,
                         const int64_t* labels, int64_t rows, int64_t width, int64_t delta, T* score, T* alpha,
                         uint8_t* back, int64_t* emit_frames) {
-  launch("transducer_viterbi_kernel", config, &seqloss::transducer_viterbi_kernel<T>, blank, emit, frames, labels,
-         rows, width, delta, score, alpha, back, emit_frames);
+  launch("transducer_viterbi_kernel", config, &seqloss::transducer_viterbi_kernel<T>, blank, emit, frames, labels, rows,
+         width, delta, score, alpha, back, emit_frames);
 }
 
 template <typename T>

@@ -64,8 +64,7 @@ const seqloss_emu::LatticeLaunchers<T>& launchers(const KernelTable& table) {
 }
 
 void check_cpu(const char* op, const at::Tensor& x, const char* name) {
-  TORCH_CHECK_VALUE(x.device().is_cpu(), op, ": the CUDA emulation runs on CPU tensors, ", name, " is on ",
-                    x.device());
+  TORCH_CHECK_VALUE(x.device().is_cpu(), op, ": the CUDA emulation runs on CPU tensors, ", name, " is on ", x.device());
 }
 
 LaunchConfig launch_config(const KernelTable& table, int64_t grid, int64_t width, int64_t threads_per_block,
@@ -73,8 +72,10 @@ LaunchConfig launch_config(const KernelTable& table, int64_t grid, int64_t width
   TORCH_CHECK_VALUE(threads_per_block == -1 || (threads_per_block >= 1 && threads_per_block <= 1024),
                     "seqloss_emulation: threads_per_block must be -1 (as on CUDA) or in [1, 1024], got ",
                     threads_per_block);
-  TORCH_CHECK_VALUE(order >= 0 && order <= 2, "seqloss_emulation: order must be 0 (reversed), 1 (shuffled) or 2 "
-                    "(ascending), got ", order);
+  TORCH_CHECK_VALUE(order >= 0 && order <= 2,
+                    "seqloss_emulation: order must be 0 (reversed), 1 (shuffled) or 2 "
+                    "(ascending), got ",
+                    order);
   LaunchConfig config;
   config.grid = grid;
   config.threads = threads_per_block == -1 ? table.threads_for(width) : threads_per_block;
@@ -104,12 +105,9 @@ void run(F&& launch) {
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice(const at::Tensor& blank_in, const at::Tensor& emit_in,
-                                                                  const at::Tensor& frames_in,
-                                                                  const at::Tensor& labels_in,
-                                                                  bool one_symbol_per_frame,
-                                                                  int64_t threads_per_block, int64_t order,
-                                                                  int64_t seed, const std::string& kernels) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice(
+    const at::Tensor& blank_in, const at::Tensor& emit_in, const at::Tensor& frames_in, const at::Tensor& labels_in,
+    bool one_symbol_per_frame, int64_t threads_per_block, int64_t order, int64_t seed, const std::string& kernels) {
   constexpr const char* op = "seqloss::transducer_lattice";
   check_cpu(op, blank_in, "blank");
   seqloss::checks::check_transducer_inputs(op, blank_in, emit_in, frames_in, labels_in);
@@ -123,10 +121,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transducer_lattice(const at::Tens
   const auto config = launch_config(table, B, W, threads_per_block, order, seed);
   AT_DISPATCH_FLOATING_TYPES(blank.scalar_type(), "transducer_lattice_emulated", [&] {
     run([&] {
-      launchers<scalar_t>(table).transducer_lattice(
-          config, blank.data_ptr<scalar_t>(), emit.data_ptr<scalar_t>(), frames.data_ptr<int64_t>(),
-          labels.data_ptr<int64_t>(), rows, W, one_symbol_per_frame ? 1 : 0, out.log_p.data_ptr<scalar_t>(),
-          out.alpha.data_ptr<scalar_t>(), out.beta.data_ptr<scalar_t>());
+      launchers<scalar_t>(table).transducer_lattice(config, blank.data_ptr<scalar_t>(), emit.data_ptr<scalar_t>(),
+                                                    frames.data_ptr<int64_t>(), labels.data_ptr<int64_t>(), rows, W,
+                                                    one_symbol_per_frame ? 1 : 0, out.log_p.data_ptr<scalar_t>(),
+                                                    out.alpha.data_ptr<scalar_t>(), out.beta.data_ptr<scalar_t>());
     });
   });
   return {out.log_p, out.alpha, out.beta};
@@ -176,10 +174,10 @@ std::tuple<at::Tensor, at::Tensor> ctc_occupancy(const at::Tensor& e_in, const a
   const auto config = launch_config(table, B, S, threads_per_block, order, seed);
   AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "ctc_occupancy_emulated", [&] {
     run([&] {
-      launchers<scalar_t>(table).ctc_occupancy(
-          config, e.data_ptr<scalar_t>(), ext.data_ptr<int64_t>(), target_lengths.data_ptr<int64_t>(),
-          input_lengths.data_ptr<int64_t>(), T, B, S, blank, out.log_p.data_ptr<scalar_t>(),
-          out.gamma.data_ptr<scalar_t>(), out.rows.data_ptr<scalar_t>());
+      launchers<scalar_t>(table).ctc_occupancy(config, e.data_ptr<scalar_t>(), ext.data_ptr<int64_t>(),
+                                               target_lengths.data_ptr<int64_t>(), input_lengths.data_ptr<int64_t>(), T,
+                                               B, S, blank, out.log_p.data_ptr<scalar_t>(),
+                                               out.gamma.data_ptr<scalar_t>(), out.rows.data_ptr<scalar_t>());
     });
   });
   return {out.log_p, out.gamma};
@@ -202,10 +200,10 @@ std::tuple<at::Tensor, at::Tensor> ctc_viterbi(const at::Tensor& e_in, const at:
   const auto config = launch_config(table, B, S, threads_per_block, order, seed);
   AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "ctc_viterbi_emulated", [&] {
     run([&] {
-      launchers<scalar_t>(table).ctc_viterbi(
-          config, e.data_ptr<scalar_t>(), ext.data_ptr<int64_t>(), target_lengths.data_ptr<int64_t>(),
-          input_lengths.data_ptr<int64_t>(), T, B, S, blank, out.score.data_ptr<scalar_t>(),
-          out.rows.data_ptr<scalar_t>(), out.back.data_ptr<uint8_t>(), out.path.data_ptr<int64_t>());
+      launchers<scalar_t>(table).ctc_viterbi(config, e.data_ptr<scalar_t>(), ext.data_ptr<int64_t>(),
+                                             target_lengths.data_ptr<int64_t>(), input_lengths.data_ptr<int64_t>(), T,
+                                             B, S, blank, out.score.data_ptr<scalar_t>(), out.rows.data_ptr<scalar_t>(),
+                                             out.back.data_ptr<uint8_t>(), out.path.data_ptr<int64_t>());
     });
   });
   return {out.score, out.path};
@@ -225,18 +223,22 @@ at::Tensor barrier_test(int64_t mode, int64_t threads, int64_t order, int64_t se
 }  // namespace
 
 TORCH_LIBRARY(seqloss_emulation, m) {
-  m.def("transducer_lattice(Tensor blank, Tensor emit, Tensor frames, Tensor labels, bool one_symbol_per_frame, "
-        "int threads_per_block=-1, int order=0, int seed=0, str kernels='') -> (Tensor, Tensor, Tensor)",
-        &transducer_lattice);
-  m.def("transducer_viterbi(Tensor blank, Tensor emit, Tensor frames, Tensor labels, bool one_symbol_per_frame, "
-        "int threads_per_block=-1, int order=0, int seed=0, str kernels='') -> (Tensor, Tensor)",
-        &transducer_viterbi);
-  m.def("ctc_occupancy(Tensor e, Tensor ext, Tensor target_lengths, Tensor input_lengths, int blank, "
-        "int threads_per_block=-1, int order=0, int seed=0, str kernels='') -> (Tensor, Tensor)",
-        &ctc_occupancy);
-  m.def("ctc_viterbi(Tensor e, Tensor ext, Tensor target_lengths, Tensor input_lengths, int blank, "
-        "int threads_per_block=-1, int order=0, int seed=0, str kernels='') -> (Tensor, Tensor)",
-        &ctc_viterbi);
+  m.def(
+      "transducer_lattice(Tensor blank, Tensor emit, Tensor frames, Tensor labels, bool one_symbol_per_frame, "
+      "int threads_per_block=-1, int order=0, int seed=0, str kernels='') -> (Tensor, Tensor, Tensor)",
+      &transducer_lattice);
+  m.def(
+      "transducer_viterbi(Tensor blank, Tensor emit, Tensor frames, Tensor labels, bool one_symbol_per_frame, "
+      "int threads_per_block=-1, int order=0, int seed=0, str kernels='') -> (Tensor, Tensor)",
+      &transducer_viterbi);
+  m.def(
+      "ctc_occupancy(Tensor e, Tensor ext, Tensor target_lengths, Tensor input_lengths, int blank, "
+      "int threads_per_block=-1, int order=0, int seed=0, str kernels='') -> (Tensor, Tensor)",
+      &ctc_occupancy);
+  m.def(
+      "ctc_viterbi(Tensor e, Tensor ext, Tensor target_lengths, Tensor input_lengths, int blank, "
+      "int threads_per_block=-1, int order=0, int seed=0, str kernels='') -> (Tensor, Tensor)",
+      &ctc_viterbi);
   m.def("threads_for(int width, str kernels='') -> int", &threads_for);
   m.def("barrier_test(int mode, int threads, int order=0, int seed=0, str kernels='') -> Tensor", &barrier_test);
 }
