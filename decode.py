@@ -1,5 +1,5 @@
 """Decodes a trained model and writes WER files:
-`python decode.py [ckpt_path=...] [decoding=greedy|beam|viterbi] [device=cpu|cuda|cuda:N]`.
+`python decode.py [ckpt_path=...] [decoding=greedy|beam|beam_lm|viterbi] [tune=true] [device=cpu|cuda|cuda:N]`.
 
 Loads the training run's resolved config (`<run>/config.yaml`), rebuilds its data module and
 model, loads (optionally averages) checkpoints, moves the model and each batch to the device (a
@@ -7,7 +7,14 @@ CUDA GPU when one is available, like training; `device=` overrides), then either
 test/dev split (greedy or beam search) and writes `recogs-*`, `errs-*`, `wer-summary-*` and a JSON under
 `<run>/decode/`, or (decoding=viterbi) force-aligns the references and writes a CTM file and
 occupancy plots. Outputs are named by every setting, so nothing is overwritten.
+
+decoding=beam_lm adds a word n-gram LM of the training transcripts (built once, kept with the
+data); tune=true first grids lm_weight x word_score on the dev split (never test), writes the
+grid, and decodes the requested split with the best dev point.
 """
+import copy
+import itertools
+import json
 import logging
 import os
 import time
@@ -19,8 +26,11 @@ import hydra  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from recipes.data.text import normalize_text  # noqa: E402
 from recipes.decoding.alignment import ForcedAligner, ctm_lines, force_align, plot_alignment  # noqa: E402
+from recipes.decoding.arpa import ArpaLM  # noqa: E402
 from recipes.decoding.wer_files import write_results  # noqa: E402
+from recipes.metrics.wer import EditCounts, edit_counts  # noqa: E402
 from recipes.utils.checkpoints import checkpoint_problem, readable_checkpoints  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -136,9 +146,80 @@ def settings_suffix(cfg: DictConfig, checkpoints: list[Path]) -> str:
     parts = {"GreedyDecoder": ["greedy", f"maxsym{cfg.decoding.get('max_symbols_per_frame', 1)}"],
              "BeamSearchDecoder": ["beam", f"size{cfg.decoding.get('beam_size')}",
                                    "rescored" if cfg.decoding.get("rescore", True) else "search-scores"],
+             "BeamLMDecoder": ["beamlm", f"size{cfg.decoding.get('beam_size')}",
+                               f"{cfg.decoding.get('lm_order')}gram", f"lmw{cfg.decoding.get('lm_weight')}",
+                               f"ws{cfg.decoding.get('word_score')}",
+                               "lexicon" if cfg.decoding.get("lexicon") else "open",
+                               "rescored" if cfg.decoding.get("rescore", True) else "search-scores"],
              "ForcedAligner": ["viterbi"]}.get(name, [name])
     parts.append(checkpoints[-1].stem + (f"-avg{len(checkpoints)}" if len(checkpoints) > 1 else ""))
     return "_".join(parts)
+
+
+def _check_tuning(cfg: DictConfig) -> None:
+    if not cfg.get("tune"):
+        return
+    if cfg.decoding._target_.rsplit(".", 1)[-1] != "BeamLMDecoder":
+        raise ValueError("tune=true grids lm_weight x word_score: it needs decoding=beam_lm")
+    if cfg.tune_split != "dev":
+        raise ValueError(f"tune_split={cfg.tune_split!r}: weights are tuned on the dev split only (tuning on "
+                         f"{cfg.tune_split} would make its WER an optimistic estimate)")
+    for name in ("tune_lm_weights", "tune_word_scores"):
+        if not cfg.get(name):
+            raise ValueError(f"{name} must be a non-empty list of numbers, got {cfg.get(name)!r}")
+
+
+def _loader(datamodule, split: str):
+    datamodule.setup("test" if split == "test" else "validate")
+    return datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
+
+
+def prepare_word_lm(decoder, datamodule, tokenizer) -> None:
+    """Gives a decoder that needs the word LM (decoding=beam_lm) the LM of the training transcripts
+    (estimated on first use) and, for its lexicon, the training words."""
+    path = datamodule.word_lm(decoder.lm_order)
+    words = sorted({word for text in datamodule.training_texts() for word in text.split()})
+    start = time.perf_counter()
+    decoder.prepare(ArpaLM.load(path), tokenizer, words)
+    log.info(f"word LM {path} ({decoder.lm_order}-gram) and {len(words)} training words loaded in "
+             f"{time.perf_counter() - start:.1f} s; lexicon {'on' if decoder.lexicon else 'off'}")
+
+
+def tune_weights(cfg: DictConfig, model, datamodule, decoder, device, out_dir: Path, suffix: str) -> dict:
+    """Decodes the dev split once per (lm_weight, word_score) of the grid (the encoder runs once per
+    batch); writes ``lm-tune-dev-<suffix>.tsv`` and ``.json``; returns the best point (lowest dev WER,
+    the first in grid order on a tie) with the grid file's path."""
+    grid = list(itertools.product([float(w) for w in cfg.tune_lm_weights], [float(s) for s in cfg.tune_word_scores]))
+    decoders = [decoder.with_weights(w, s) for w, s in grid]
+    counts = [EditCounts() for _ in grid]
+    tokenizer = datamodule.tokenizer
+    utterances = 0
+    start = time.perf_counter()
+    log.info(f"tuning lm_weight x word_score on dev: {len(grid)} points")
+    with torch.no_grad():
+        for batch in _loader(datamodule, "dev"):
+            if cfg.max_utterances is not None and utterances >= cfg.max_utterances:
+                break
+            batch = to_device(batch, device)
+            enc, lengths = model.encode(batch["features"], batch["feature_lengths"])
+            for k, point in enumerate(decoders):
+                for ref, hyp in zip(batch["texts"], point(model, enc, lengths)):
+                    counts[k] += edit_counts(normalize_text(ref).split(), normalize_text(tokenizer.decode(hyp)).split())
+            utterances += len(batch["ids"])
+    rows = [{"lm_weight": w, "word_score": s, "wer": c.wer, "errors": c.errors, "ref_words": c.ref_words}
+            for (w, s), c in zip(grid, counts)]
+    best = min(range(len(rows)), key=lambda k: (rows[k]["errors"], k))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tsv = out_dir / f"lm-tune-dev-{suffix}.tsv"
+    tsv.write_text("lm_weight\tword_score\twer\terrors\tref_words\n" + "".join(
+        f"{r['lm_weight']}\t{r['word_score']}\t{100 * r['wer']:.2f}\t{r['errors']}\t{r['ref_words']}\n" for r in rows))
+    chosen = {"lm_weight": rows[best]["lm_weight"], "word_score": rows[best]["word_score"],
+              "dev_wer": rows[best]["wer"], "tuning_split": "dev", "dev_utterances": utterances, "grid_file": str(tsv)}
+    (out_dir / f"lm-tune-dev-{suffix}.json").write_text(json.dumps({"grid": rows, "chosen": chosen}, indent=2))
+    log.info(f"tuned on {utterances} dev utterances in {time.perf_counter() - start:.0f} s: lm_weight "
+             f"{chosen['lm_weight']}, word_score {chosen['word_score']} (dev WER {100 * chosen['dev_wer']:.2f}%); "
+             f"grid in {tsv}")
+    return chosen
 
 
 def decode(cfg: DictConfig) -> dict:
@@ -147,6 +228,7 @@ def decode(cfg: DictConfig) -> dict:
         torch.set_num_threads(cfg.num_threads)
     if cfg.split not in ("test", "dev"):
         raise ValueError(f"split must be 'test' or 'dev', got {cfg.split!r}")
+    _check_tuning(cfg)
     device = resolve_device(cfg.get("device"))
     run_dir, checkpoints = select_checkpoints(cfg)
     train_cfg = OmegaConf.load(run_dir / "config.yaml")
@@ -154,17 +236,27 @@ def decode(cfg: DictConfig) -> dict:
 
     datamodule = hydra.utils.instantiate(train_cfg.data)
     datamodule.prepare_data()
-    datamodule.setup("test" if cfg.split == "test" else "validate")
-    loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
+    # tuning reads dev first (and nothing of test); otherwise only the requested split is read
+    datamodule.setup("validate" if cfg.get("tune") or cfg.split == "dev" else "test")
     model = hydra.utils.instantiate(train_cfg.model)
     model.load_state_dict(averaged_state_dict(checkpoints))
     model.to(device)
     model.eval()
     tokenizer = datamodule.tokenizer
     decoder = hydra.utils.instantiate(cfg.decoding)
-    suffix = settings_suffix(cfg, checkpoints)
     out_dir = run_dir / "decode"
     frame_shift = 0.01 * getattr(model.transcriber, "stack", 1)
+    tuned = None
+    if getattr(decoder, "needs_word_lm", False):
+        prepare_word_lm(decoder, datamodule, tokenizer)
+        if cfg.get("tune"):
+            cfg = copy.deepcopy(cfg)
+            cfg.decoding.lm_weight = cfg.decoding.word_score = "grid"
+            tuned = tune_weights(cfg, model, datamodule, decoder, device, out_dir, settings_suffix(cfg, checkpoints))
+            decoder = decoder.with_weights(tuned["lm_weight"], tuned["word_score"])
+            cfg.decoding.lm_weight, cfg.decoding.word_score = tuned["lm_weight"], tuned["word_score"]
+    suffix = settings_suffix(cfg, checkpoints)
+    loader = _loader(datamodule, cfg.split)
 
     if isinstance(decoder, ForcedAligner):
         return _align(model, loader, tokenizer, decoder, out_dir, cfg, suffix, frame_shift, run_dir, device)
@@ -185,6 +277,8 @@ def decode(cfg: DictConfig) -> dict:
             results += [(uid, ref, tokenizer.decode(h)) for uid, ref, h in zip(batch["ids"], batch["texts"], hyps)]
     settings = {"decoding": OmegaConf.to_container(cfg.decoding), "checkpoints": [str(p) for p in checkpoints],
                 "split": cfg.split, "loss": model.objective.name, "device": str(device)}
+    if tuned is not None:
+        settings["tuned"] = tuned
     summary = write_results(out_dir, cfg.split, suffix, results, settings,
                             real_time_factor=decode_s / max(audio_s, 1e-9), device=str(device))
     log.info(f"{cfg.split} WER {100 * summary['wer']:.2f}% ({summary['utterances']} utterances, "

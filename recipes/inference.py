@@ -50,6 +50,10 @@ class _SentencePieceFromBytes:
     def vocab_size(self) -> int:
         return self._processor.get_piece_size()
 
+    def token_strings(self) -> list[str]:
+        """The piece of every id (``<blk>`` first); ``▁`` starts a word."""
+        return [self._processor.id_to_piece(i) for i in range(self.vocab_size)]
+
     def encode(self, text: str) -> list[int]:
         return self._processor.encode(text)
 

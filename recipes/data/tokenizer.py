@@ -57,6 +57,10 @@ class SentencePieceTokenizer:
         return sorted({char for char in text if char != " "
                        and self.unk_id in self._processor.encode(char)})
 
+    def token_strings(self) -> list[str]:
+        """The piece of every id (``<blk>`` first); ``▁`` starts a word."""
+        return [self._processor.id_to_piece(i) for i in range(self.vocab_size)]
+
     def encode(self, text: str) -> list[int]:
         return self._processor.encode(text)
 
@@ -143,6 +147,10 @@ class CharTokenizer:
     @property
     def vocab_size(self) -> int:
         return len(self.tokens)
+
+    def token_strings(self) -> list[str]:
+        """The symbol of every id (``<blk>`` first); ``▁`` is the space between words."""
+        return list(self.tokens)
 
     def encode(self, text: str) -> list[int]:
         try:

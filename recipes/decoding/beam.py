@@ -35,9 +35,16 @@ def _accumulate(beams: dict, prefix: tuple, blank_score: float, token_score: flo
     beams[prefix] = (_log_add(old_b, blank_score), _log_add(old_t, token_score))
 
 
-def ctc_prefix_beam_search(log_probs: torch.Tensor, beam_size: int, blank_id: int = 0) -> list[tuple[list[int], float]]:
-    """n-best (tokens, log P) for one utterance's log_probs (T, V) by CTC prefix beam search."""
+def ctc_prefix_beam_search(log_probs: torch.Tensor, beam_size: int, blank_id: int = 0,
+                           scorer=None) -> list[tuple[list[int], float]]:
+    """n-best (tokens, log P) for one utterance's log_probs (T, V) by CTC prefix beam search.
+
+    With a ``scorer`` (:class:`~recipes.decoding.word_lm.WordLMScorer`), each prefix also carries
+    its word-LM fusion score, which takes part in the pruning; the returned score is then
+    log P + the fusion score of the complete hypothesis (``scorer.finish`` included), best first.
+    """
     beams = {(): (0.0, NEG_INF)}  # prefix -> (log P ending in blank, log P ending in a token)
+    fused = {(): (scorer.initial, 0.0)} if scorer is not None else None  # prefix -> (LM state, fusion score)
     lp = log_probs.double().cpu()
     candidates_per_frame = min(lp.shape[1], beam_size + 1)
     for t in range(lp.shape[0]):
@@ -54,13 +61,28 @@ def ctc_prefix_beam_search(log_probs: torch.Tensor, beam_size: int, blank_id: in
                     _accumulate(new, prefix, total + row[v], NEG_INF)
                     continue
                 extended = prefix + (v,)
+                allowed = True
+                if fused is not None and extended not in fused:
+                    state, delta = scorer.extend(fused[prefix][0], v)
+                    allowed = delta != NEG_INF  # e.g. out of the lexicon
+                    if allowed:
+                        fused[extended] = (state, fused[prefix][1] + delta)
                 if prefix and prefix[-1] == v:
-                    _accumulate(new, extended, NEG_INF, p_b + row[v])   # a repeat needs a blank in between
-                    _accumulate(new, prefix, NEG_INF, p_t + row[v])     # or it merges into the last token
-                else:
+                    if allowed:
+                        _accumulate(new, extended, NEG_INF, p_b + row[v])  # a repeat needs a blank in between
+                    _accumulate(new, prefix, NEG_INF, p_t + row[v])  # or it merges into the last token
+                elif allowed:
                     _accumulate(new, extended, NEG_INF, total + row[v])
-        beams = dict(sorted(new.items(), key=lambda kv: -_log_add(*kv[1]))[:beam_size])
-    return [(list(prefix), _log_add(*scores)) for prefix, scores in beams.items()]
+        if fused is None:
+            beams = dict(sorted(new.items(), key=lambda kv: -_log_add(*kv[1]))[:beam_size])
+        else:
+            beams = dict(sorted(new.items(), key=lambda kv: -(_log_add(*kv[1]) + fused[kv[0]][1]))[:beam_size])
+            fused = {prefix: fused[prefix] for prefix in beams}
+    if fused is None:
+        return [(list(prefix), _log_add(*scores)) for prefix, scores in beams.items()]
+    ended = [(list(prefix), _log_add(*scores) + fused[prefix][1] + scorer.finish(fused[prefix][0]))
+             for prefix, scores in beams.items()]
+    return sorted(ended, key=lambda x: -x[1])
 
 
 def _predictor_outputs(model, histories: list[tuple[int, ...]], cache: dict):
@@ -162,12 +184,16 @@ class BeamSearchDecoder:
         self.rescore = rescore
         self.greedy = GreedyDecoder(max_symbols_per_frame)
 
-    def nbest(self, model, enc: torch.Tensor, length: int) -> list[tuple[list[int], float]]:
-        """Search-score n-best list for one utterance (enc (T, E), its length)."""
+    def nbest(self, model, enc: torch.Tensor, length: int, scorer=None) -> list[tuple[list[int], float]]:
+        """Search-score n-best list for one utterance (enc (T, E), its length); ``scorer``: word-LM
+        fusion (:class:`~recipes.decoding.word_lm.WordLMScorer`), or None."""
         name = model.objective.name
         enc = enc[:length]
         if name == "ctc":
-            return ctc_prefix_beam_search(model.ctc_head(enc[None])[0], self.beam_size, model.objective.blank_id)
+            return ctc_prefix_beam_search(model.ctc_head(enc[None])[0], self.beam_size, model.objective.blank_id,
+                                          scorer=scorer)
+        if scorer is not None:
+            raise NotImplementedError(f"word-LM fusion is not available for loss {name!r}")
         if name in ("rnnt", "modified_rnnt"):
             return transducer_beam_search(model, enc, self.beam_size)
         if name == "ssnt":
