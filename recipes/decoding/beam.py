@@ -105,11 +105,72 @@ def _start_cache(model, device):
     return {(): (model.joiner.predictor_proj(out), state)}
 
 
-def transducer_beam_search(model, enc: torch.Tensor, beam_size: int) -> list[tuple[list[int], float]]:
-    """Modified beam search for one utterance's encoder output (T, E); at most one symbol per frame."""
+class _Fusion:
+    """Word-LM fusion for the transducer and SSNT searches: each history's scorer state and fusion
+    score, candidate selection by acoustic + fusion score. Without a scorer every fusion score is 0
+    and selection is the plain search's global top-k."""
+
+    def __init__(self, scorer) -> None:
+        self.scorer = scorer
+        self.states = {(): (scorer.initial, 0.0)} if scorer is not None else {}
+
+    def score(self, history: tuple) -> float:
+        return self.states[history][1] if self.scorer is not None else 0.0
+
+    def _extend(self, history: tuple, token: int) -> float:
+        """The fusion score of history + (token,) (recorded), -inf when the scorer forbids it."""
+        extended = history + (token,)
+        if extended not in self.states:
+            state, delta = self.scorer.extend(self.states[history][0], token)
+            if delta == NEG_INF:
+                return NEG_INF
+            self.states[extended] = (state, self.states[history][1] + delta)
+        return self.states[extended][1]
+
+    def select(self, total: torch.Tensor, histories: list, beam_size: int, blank: int | None):
+        """The best ``beam_size`` (acoustic score, hypothesis index, token) of ``total`` (H, V) (acoustic
+        scores of each history extended by each token; ``blank`` extends nothing), best first."""
+        if self.scorer is None:
+            flat = torch.topk(total.flatten(), min(beam_size, total.numel()))
+            return [(value, *divmod(index, total.shape[1]))
+                    for value, index in zip(flat.values.tolist(), flat.indices.tolist())]
+        # the global top-k lies within each history's top-k tokens: score those with the LM
+        top = torch.topk(total, min(beam_size + 1, total.shape[1]), dim=1)
+        entries = []
+        for k, history in enumerate(histories):
+            tokens = top.indices[k].tolist()
+            if blank is not None and blank not in tokens:
+                tokens.append(blank)
+            for v in tokens:
+                value = float(total[k, v])
+                if value == NEG_INF:
+                    continue
+                fusion = self.score(history) if v == blank else self._extend(history, v)
+                if fusion != NEG_INF:
+                    entries.append((value + fusion, value, k, v))
+        entries.sort(key=lambda e: -e[0])
+        return [(value, k, v) for _, value, k, v in entries[:beam_size]]
+
+    def keep(self, histories) -> None:
+        if self.scorer is not None:
+            self.states = {h: self.states[h] for h in histories}
+
+    def ranked(self, beams: dict) -> list[tuple[list[int], float]]:
+        """(tokens, score) best first: score = acoustic, plus with a scorer the complete fusion score."""
+        if self.scorer is None:
+            return sorted(((list(h), s) for h, s in beams.items()), key=lambda x: -x[1])
+        return sorted(((list(h), s + self.score(h) + self.scorer.finish(self.states[h][0])) for h, s in beams.items()),
+                      key=lambda x: -x[1])
+
+
+def transducer_beam_search(model, enc: torch.Tensor, beam_size: int, scorer=None) -> list[tuple[list[int], float]]:
+    """Modified beam search for one utterance's encoder output (T, E); at most one symbol per frame.
+
+    ``scorer``: word-LM fusion (see :func:`ctc_prefix_beam_search`)."""
     blank = model.objective.blank_id
     enc_proj = model.joiner.encoder_proj(enc)
     cache = _start_cache(model, enc.device)
+    fusion = _Fusion(scorer)
     beams = {(): 0.0}
     for t in range(enc.shape[0]):
         histories = list(beams)
@@ -117,28 +178,29 @@ def transducer_beam_search(model, enc: torch.Tensor, beam_size: int) -> list[tup
         pred_proj = _predictor_outputs(model, histories, cache)
         logits = model.joiner.output(model.joiner.hidden(enc_proj[t : t + 1], pred_proj))
         total = scores[:, None] + logits.log_softmax(-1).double().cpu()
-        flat = torch.topk(total.flatten(), min(beam_size, total.numel()))
         new: dict[tuple, float] = {}
-        for value, index in zip(flat.values.tolist(), flat.indices.tolist()):
-            k, v = divmod(index, total.shape[1])
+        for value, k, v in fusion.select(total, histories, beam_size, blank):
             history = histories[k] if v == blank else histories[k] + (v,)
             new[history] = _log_add(new.get(history, NEG_INF), value)
         beams = new
-    return sorted(((list(h), s) for h, s in beams.items()), key=lambda x: -x[1])
+        fusion.keep(beams)
+    return fusion.ranked(beams)
 
 
-def ssnt_beam_search(model, enc: torch.Tensor, beam_size: int, max_symbols_per_frame: int = 3):
+def ssnt_beam_search(model, enc: torch.Tensor, beam_size: int, max_symbols_per_frame: int = 3, scorer=None):
     """SSNT beam search for one utterance's encoder output (S, E).
 
     On frame i a hypothesis emits up to ``max_symbols_per_frame`` tokens, then shifts; on the last
     frame it must end with an emission (the SSNT path ends by emitting on frame S-1, no shift):
     any emission, or with the objective's ``end_token`` the end token (id ``blank_id``), which
-    then ends the path. Hypotheses never contain ``blank_id``.
+    then ends the path. Hypotheses never contain ``blank_id``. ``scorer``: word-LM fusion (see
+    :func:`ctc_prefix_beam_search`).
     """
     blank = model.objective.blank_id
     end_token = getattr(model.objective, "end_token", False)
     enc_proj = model.joiner.encoder_proj(enc)
     cache = _start_cache(model, enc.device)
+    fusion = _Fusion(scorer)
     beams = {(): 0.0}
     for i in range(enc.shape[0]):
         last_frame = i == enc.shape[0] - 1
@@ -164,13 +226,12 @@ def ssnt_beam_search(model, enc: torch.Tensor, beam_size: int, max_symbols_per_f
                 break
             token_lp[:, blank] = NEG_INF
             total = scores[:, None] + log_emit[:, None] + token_lp
-            flat = torch.topk(total.flatten(), min(beam_size, total.numel()))
             pending = {}
-            for value, index in zip(flat.values.tolist(), flat.indices.tolist()):
-                k, v = divmod(index, total.shape[1])
+            for value, k, v in fusion.select(total, histories, beam_size, None):
                 pending[histories[k] + (v,)] = _log_add(pending.get(histories[k] + (v,), NEG_INF), value)
-        beams = dict(sorted((ended or pending).items(), key=lambda kv: -kv[1])[:beam_size])
-    return sorted(((list(h), s) for h, s in beams.items()), key=lambda x: -x[1])
+        beams = dict(sorted((ended or pending).items(), key=lambda kv: -(kv[1] + fusion.score(kv[0])))[:beam_size])
+        fusion.keep(beams)
+    return fusion.ranked(beams)
 
 
 class BeamSearchDecoder:
@@ -192,12 +253,10 @@ class BeamSearchDecoder:
         if name == "ctc":
             return ctc_prefix_beam_search(model.ctc_head(enc[None])[0], self.beam_size, model.objective.blank_id,
                                           scorer=scorer)
-        if scorer is not None:
-            raise NotImplementedError(f"word-LM fusion is not available for loss {name!r}")
         if name in ("rnnt", "modified_rnnt"):
-            return transducer_beam_search(model, enc, self.beam_size)
+            return transducer_beam_search(model, enc, self.beam_size, scorer=scorer)
         if name == "ssnt":
-            return ssnt_beam_search(model, enc, self.beam_size, self.max_symbols_per_frame)
+            return ssnt_beam_search(model, enc, self.beam_size, self.max_symbols_per_frame, scorer=scorer)
         raise ValueError(f"no beam search for loss {name!r}")
 
     @torch.no_grad()

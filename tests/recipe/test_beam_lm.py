@@ -218,3 +218,84 @@ def test_tune_refuses_test_as_the_tuning_set(ctc_run):
         _decode(log_dir, ["decoding=beam_lm", "tune=true", "tune_split=test"])
     with pytest.raises(ValueError, match="needs decoding=beam_lm"):
         _decode(log_dir, ["decoding=beam", "tune=true"])
+
+
+# -- transducers and SSNT: word-LM fusion in their beam searches ------------------------------------------
+# ids: 0 blank, 1 A, 2 B, 3 C, 4 D, 5 ▁ (the V = 6 of tests/recipe/test_beam.py's tiny models)
+CHARS6 = CharTokenizer(["A", "B", "C", "D", "▁"])
+WORDS6 = ["A", "AB", "BC", "CAD", "D", "DD"]
+TEXTS6 = [" ".join(random.Random(k).choice(WORDS6) for _ in range(3)) for k in range(40)]
+
+
+def _transducer(loss, seed, end_token=False):
+    from tests.recipe.test_beam import _model
+
+    model = _model(loss, seed=seed)
+    if loss == "ssnt":
+        model.objective.end_token = end_token
+    return model
+
+
+LOSSES = [("rnnt", False), ("modified_rnnt", False), ("ssnt", False), ("ssnt", True)]
+
+
+@pytest.mark.parametrize(("loss", "end_token"), LOSSES)
+def test_zero_weights_equal_plain_beam_search_for_transducers(tmp_path, loss, end_token):
+    lm = _kn_lm(TEXTS6, tmp_path)
+    for seed in range(6):
+        model = _transducer(loss, seed, end_token)
+        torch.manual_seed(100 + seed)
+        enc, lengths = torch.randn(2, 9, 8) * 2, torch.tensor([9, 7])
+        for rescore in (True, False):
+            plain = BeamSearchDecoder(beam_size=3, rescore=rescore)
+            fused = BeamLMDecoder(beam_size=3, lm_weight=0.0, word_score=0.0, lexicon=False, rescore=rescore)
+            fused.prepare(lm, CHARS6)
+            with torch.no_grad():
+                assert fused(model, enc, lengths) == plain(model, enc, lengths), (seed, rescore)
+                assert fused.nbest(model, enc[0], 9, scorer=fused.scorer) == plain.nbest(model, enc[0], 9)
+
+
+@pytest.mark.parametrize(("loss", "end_token"), LOSSES)
+def test_transducer_forbidden_word_changes_the_hypothesis(tmp_path, loss, end_token):
+    """The LM gives the first word of the lm_weight = 0 hypothesis log10 p = -99 (every other word -1):
+    with lm_weight = 1 that word disappears from the result, and the search (not only the rescoring)
+    avoids it."""
+    changed = 0
+    for seed in range(8):
+        model = _transducer(loss, seed, end_token)
+        torch.manual_seed(200 + seed)
+        enc, lengths = torch.randn(1, 10, 8) * 3, torch.tensor([10])
+        base = BeamLMDecoder(beam_size=4, lm_weight=0.0, lexicon=False).prepare(_lm({}), CHARS6)
+        with torch.no_grad():
+            words = CHARS6.decode(base(model, enc, lengths)[0]).split()
+        if not words:
+            continue
+        others = {w: -1.0 for w in WORDS6 + words}
+        forbidden = _lm({**others, words[0]: -99.0})
+        for rescore in (True, False):
+            fused = BeamLMDecoder(beam_size=4, lm_weight=1.0, lexicon=False, rescore=rescore).prepare(forbidden, CHARS6)
+            with torch.no_grad():
+                hyp = CHARS6.decode(fused(model, enc, lengths)[0]).split()
+                searched = [CHARS6.decode(t).split() for t, _ in fused.nbest(model, enc[0], 10, scorer=fused.scorer)]
+            assert words[0] not in hyp, (seed, words, hyp)
+            assert words[0] not in searched[0]
+        changed += 1
+    assert changed >= 3
+
+
+@pytest.mark.parametrize(("loss", "end_token"), LOSSES)
+def test_transducer_lexicon_mode_never_emits_an_out_of_lexicon_word(tmp_path, loss, end_token):
+    lm = _kn_lm(TEXTS6, tmp_path)
+    lexicon_words, open_words = set(), set()
+    for seed in range(6):
+        model = _transducer(loss, seed, end_token)
+        torch.manual_seed(300 + seed)
+        enc, lengths = torch.randn(3, 10, 8) * 3, torch.tensor([10, 8, 9])
+        with torch.no_grad():
+            for rescore in (True, False):
+                for lexicon, found in ((True, lexicon_words), (False, open_words)):
+                    decoder = BeamLMDecoder(4, lm_weight=0.2, word_score=3.0, lexicon=lexicon, rescore=rescore)
+                    for hyp in decoder.prepare(lm, CHARS6, WORDS6)(model, enc, lengths):
+                        found.update(CHARS6.decode(hyp).split())
+    assert lexicon_words <= set(WORDS6) and lexicon_words
+    assert open_words - set(WORDS6)
