@@ -123,7 +123,8 @@ class ManifestCorpus:
     """A corpus given as JSONL manifests per part (``train``, ``dev``, ``test``).
 
     Relative manifest paths are taken relative to ``root``, which also holds the derived files
-    (tokenizer, normalisation statistics).
+    (tokenizer, normalisation statistics). Each configured manifest can also be read alone by
+    its file stem (:meth:`split_names`, :meth:`split_manifests`; decode.py's ``split=``).
     """
 
     def __init__(self, root: str | os.PathLike, train: Sequence[str], dev: Sequence[str],
@@ -163,3 +164,32 @@ class ManifestCorpus:
         if part not in self._manifests:
             raise ValueError(f"part must be one of {sorted(self._manifests)}, got {part!r}")
         return list(self._manifests[part])
+
+    def _by_stem(self) -> dict[str, list[Path]]:
+        """Every configured manifest (of any part) by its file stem."""
+        named: dict[str, list[Path]] = {}
+        for paths in self._manifests.values():
+            for path in paths:
+                if path not in named.setdefault(path.stem, []):
+                    named[path.stem].append(path)
+        return named
+
+    def split_names(self) -> list[str]:
+        """Return the file stems of the manifests of every part, sorted: the names by which
+        :meth:`split_manifests` reads one manifest alone (``test-other`` for ``test-other.jsonl``)."""
+        return sorted(self._by_stem())
+
+    def split_manifests(self, name: str, skip_bad_audio: bool = False) -> list[Path]:
+        """Return the configured manifest whose file stem is ``name``, as a one-item list.
+
+        An unknown name, or a stem that two different configured manifest files share, raises a
+        ValueError naming it and the known names (or the files).
+        """
+        paths = self._by_stem().get(name, [])
+        if len(paths) > 1:
+            raise ValueError(f"split {name!r} names several manifests ({', '.join(map(str, paths))}): rename one "
+                             f"so that every manifest has its own file stem")
+        if not paths:
+            raise ValueError(f"split {name!r} is not one of the configured manifests; known splits (manifest file "
+                             f"stems): {', '.join(self.split_names()) or 'none'}")
+        return paths
