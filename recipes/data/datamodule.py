@@ -41,7 +41,9 @@ class ASRDataModule(lightning.LightningDataModule):
     Construction (what the Hydra ``data/`` configs call)::
 
         corpus(root) -> an object with prepare(skip_bad_audio), manifests(part) -> [Path],
-                        cache_dir (LibriSpeechCorpus, SyntheticCorpus, ManifestCorpus)
+                        cache_dir (LibriSpeechCorpus, SyntheticCorpus, ManifestCorpus); optionally
+                        split_names() -> [str] and split_manifests(name, skip_bad_audio) -> [Path]
+                        for evaluating single splits by name
         tokenizer    -> a tokenizer (vocab_size, blank_id == 0, encode, decode), or a factory
                         tokenizer(texts, out_dir) -> tokenizer (the ``tokenizer/`` configs,
                         ``_partial_: true``), trained once on the training texts under cache_dir
@@ -53,7 +55,8 @@ class ASRDataModule(lightning.LightningDataModule):
     ``cache_features`` keeps the features of every utterance read without speed perturbation in
     memory, for corpora that fit). Then ``tokenizer``, ``feature_dim``, ``train_dataloader``
     (train), ``val_dataloader`` (dev) and ``test_dataloader`` (test) are available;
-    ``vocab_size`` is ``tokenizer.vocab_size``.
+    ``vocab_size`` is ``tokenizer.vocab_size``. ``split_dataloader(name)`` evaluates any split
+    the corpus knows by name (``known_splits()``: e.g. ``test-other`` of a LibriSpeech folder).
 
     A batch is a dict: ``features`` float32 (B, T_max, F) normalised, 100 frames/s;
     ``feature_lengths`` int64 (B,); ``targets`` int64 (B, U_max) zero-padded; ``target_lengths``
@@ -150,13 +153,18 @@ class ASRDataModule(lightning.LightningDataModule):
         load_or_estimate_cmvn(self.cmvn_path, lambda: self._cmvn_features(train))
 
     # -- datasets ------------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        """Load tokenizer, statistics and the datasets ``stage`` needs (all for ``None``)."""
+    def _setup_shared(self) -> list[Utterance]:
+        """Load the tokenizer and the CMVN statistics if not yet loaded; return the training utterances."""
         train = self._train_utterances()
         if self.tokenizer is None:
             self.tokenizer = self._load_tokenizer(train)
         if self.cmvn is None:
             self.cmvn = load_or_estimate_cmvn(self.cmvn_path, lambda: self._cmvn_features(train))
+        return train
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load tokenizer, statistics and the datasets ``stage`` needs (all for ``None``)."""
+        train = self._setup_shared()
         parts = {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",),
                  "predict": ("test",)}.get(stage, PARTS)
         for part in parts:
@@ -164,8 +172,44 @@ class ASRDataModule(lightning.LightningDataModule):
                 utterances = train if part == "train" else read_manifests(self.corpus.manifests(part))
                 self.datasets[part] = self._dataset(part, utterances)
 
-    def _dataset(self, part: str, utterances: Sequence[Utterance]) -> ASRBatchDataset:
-        training = part == "train"
+    # -- evaluation of any split by name -------------------------------------------------------
+    def known_splits(self) -> list[str]:
+        """Return every name :meth:`split_dataloader` accepts: ``dev`` and ``test`` (the configured
+        parts), then the corpus's own split names (``corpus.split_names()``, sorted)."""
+        names = ["dev", "test"]
+        split_names = getattr(self.corpus, "split_names", None)
+        for name in split_names() if split_names is not None else ():
+            if name not in names:
+                names.append(name)
+        return names
+
+    def split_dataloader(self, name: str):
+        """Return an evaluation loader of the split ``name`` (one of :meth:`known_splits`).
+
+        ``dev`` and ``test`` are the configured parts (:meth:`val_dataloader`,
+        :meth:`test_dataloader`). Any other name is a split of the corpus (a LibriSpeech folder
+        such as ``test-other``, a manifest's file stem, ...): it gets its own dataset, built like
+        the test set's (every utterance kept, the same features and CMVN, no speed perturbation,
+        no SpecAugment), even when the name is that of a training split. An unknown name raises a
+        ValueError naming it and the known names. Call :meth:`prepare_data` first.
+        """
+        if name in ("dev", "test"):
+            self.setup("validate" if name == "dev" else "test")
+            return self.val_dataloader() if name == "dev" else self.test_dataloader()
+        known = self.known_splits()
+        if name not in known:
+            raise ValueError(f"split {name!r} is not a split of this data module; known splits: {', '.join(known)}")
+        key = f"split/{name}"
+        if key not in self.datasets:
+            self._setup_shared()
+            manifests = self.corpus.split_manifests(name, skip_bad_audio=self.skip_bad_audio)
+            self.datasets[key] = self._dataset(name, read_manifests(manifests), training=False)
+        return self._eval_loader(key)
+
+    def _dataset(self, part: str, utterances: Sequence[Utterance], training: bool | None = None) -> ASRBatchDataset:
+        """The dataset of ``utterances``; a training one (filtered, augmented) when ``training``,
+        which defaults to ``part == "train"``."""
+        training = part == "train" if training is None else training
         texts = [normalize_text(u.text) for u in utterances]
         targets = encode_transcripts(self.tokenizer, utterances, texts)
         fastest = max(self.speed_factors) if training else 1.0

@@ -18,11 +18,12 @@ log = logging.getLogger(__name__)
 
 def load_features(utterance: Utterance, num_mel_bins: int = 80,
                   speed: float = 1.0) -> torch.Tensor:
-    """Return the (T, num_mel_bins) fbank of ``utterance``'s audio, resampled to 16 kHz and sped
-    up by ``speed``; a bad file raises :class:`BadAudioError` naming the file, the utterance and
-    the manifest line it came from."""
+    """Return the (T, num_mel_bins) fbank of ``utterance``'s audio (only its segment when it has an
+    ``offset``), resampled to 16 kHz and sped up by ``speed``; a bad file or segment raises
+    :class:`BadAudioError` naming the file, the utterance and the manifest line it came from."""
     try:
-        samples, sample_rate = read_audio(utterance.audio_filepath)
+        samples, sample_rate = read_audio(utterance.audio_filepath, utterance.offset,
+                                          utterance.duration if utterance.offset is not None else None)
     except BadAudioError as error:
         raise BadAudioError(f"{utterance.describe()}: {error}") from error
     waveform = torch.from_numpy(samples)
