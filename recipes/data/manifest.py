@@ -9,7 +9,9 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from recipes.data.audio import BadAudioError
+import numpy as np
+
+from recipes.data.audio import BadAudioError, read_audio
 from recipes.data.text import normalize_text
 from recipes.utils.files import partial_path as partial_path_for
 
@@ -35,6 +37,14 @@ class Utterance:
     def describe(self) -> str:
         """Return ``utterance '<id>' (<source>)``, the way error messages name an utterance."""
         return f"utterance {self.id!r}" + (f" ({self.source})" if self.source else "")
+
+    def read_audio(self) -> tuple[np.ndarray, int]:
+        """Return the utterance's float32 mono samples in [-1, 1] and their sample rate.
+
+        Here the whole file ``audio_filepath`` (:func:`recipes.data.audio.read_audio`); records
+        of other sources (lhotse cuts) override it. Raises :class:`BadAudioError`.
+        """
+        return read_audio(self.audio_filepath)
 
 
 def drop_empty_transcripts(utterances: Sequence[Utterance], origin: str) -> list[Utterance]:
