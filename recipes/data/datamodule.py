@@ -40,10 +40,11 @@ class ASRDataModule(lightning.LightningDataModule):
 
     Construction (what the Hydra ``data/`` configs call)::
 
-        corpus(root) -> an object with prepare(skip_bad_audio), manifests(part) -> [Path],
-                        cache_dir (LibriSpeechCorpus, SyntheticCorpus, ManifestCorpus); optionally
-                        split_names() -> [str] and split_manifests(name, skip_bad_audio) -> [Path]
-                        for evaluating single splits by name
+        corpus(root) -> an object with prepare(skip_bad_audio), cache_dir and either
+                        manifests(part) -> [JSONL Path] (LibriSpeechCorpus, SyntheticCorpus,
+                        ManifestCorpus) or utterances(part) -> [Utterance] (LhotseCorpus);
+                        optionally split_names() -> [str] and split_manifests(name, skip_bad_audio)
+                        -> [Path] for evaluating single splits by name
         tokenizer    -> a tokenizer (vocab_size, blank_id == 0, encode, decode), or a factory
                         tokenizer(texts, out_dir) -> tokenizer (the ``tokenizer/`` configs,
                         ``_partial_: true``), trained once on the training texts under cache_dir
@@ -125,8 +126,14 @@ class ASRDataModule(lightning.LightningDataModule):
     def cmvn_path(self) -> Path:
         return Path(self.corpus.cache_dir) / f"cmvn_fbank{self.feature_dim}.pt"
 
+    def _utterances(self, part: str) -> list[Utterance]:
+        """The corpus's ``utterances(part)`` if it has that method, else its manifests' records."""
+        if hasattr(self.corpus, "utterances"):
+            return self.corpus.utterances(part)
+        return read_manifests(self.corpus.manifests(part))
+
     def _train_utterances(self) -> list[Utterance]:
-        return read_manifests(self.corpus.manifests("train"))
+        return self._utterances("train")
 
     def _load_tokenizer(self, train: Sequence[Utterance]):
         if hasattr(self._tokenizer_spec, "encode"):
@@ -169,7 +176,7 @@ class ASRDataModule(lightning.LightningDataModule):
                  "predict": ("test",)}.get(stage, PARTS)
         for part in parts:
             if part not in self.datasets:
-                utterances = train if part == "train" else read_manifests(self.corpus.manifests(part))
+                utterances = train if part == "train" else self._utterances(part)
                 self.datasets[part] = self._dataset(part, utterances)
 
     # -- evaluation of any split by name -------------------------------------------------------

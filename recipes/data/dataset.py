@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from recipes.data.audio import BadAudioError, read_audio
+from recipes.data.audio import BadAudioError
 from recipes.data.augment import SpecAugment, choose_speed, speed_perturb
 from recipes.data.features import SAMPLE_RATE, GlobalCMVN, fbank, resample
 from recipes.data.manifest import Utterance
@@ -16,14 +16,12 @@ from recipes.data.manifest import Utterance
 log = logging.getLogger(__name__)
 
 
-def load_features(utterance: Utterance, num_mel_bins: int = 80,
-                  speed: float = 1.0) -> torch.Tensor:
-    """Return the (T, num_mel_bins) fbank of ``utterance``'s audio (only its segment when it has an
-    ``offset``), resampled to 16 kHz and sped up by ``speed``; a bad file or segment raises
-    :class:`BadAudioError` naming the file, the utterance and the manifest line it came from."""
+def load_waveform(utterance: Utterance, speed: float = 1.0) -> torch.Tensor:
+    """Return ``utterance``'s mono audio (:meth:`Utterance.read_audio`) resampled to 16 kHz and
+    sped up by ``speed``; bad audio raises :class:`BadAudioError` naming the file, the utterance
+    and the manifest line it came from."""
     try:
-        samples, sample_rate = read_audio(utterance.audio_filepath, utterance.offset,
-                                          utterance.duration if utterance.offset is not None else None)
+        samples, sample_rate = utterance.read_audio()
     except BadAudioError as error:
         raise BadAudioError(f"{utterance.describe()}: {error}") from error
     waveform = torch.from_numpy(samples)
@@ -31,7 +29,13 @@ def load_features(utterance: Utterance, num_mel_bins: int = 80,
     if waveform.numel() < round(0.025 * SAMPLE_RATE):
         raise BadAudioError(f"{utterance.describe()}: audio file {utterance.audio_filepath} is "
                             f"shorter than one frame")
-    return fbank(waveform, num_mel_bins)
+    return waveform
+
+
+def load_features(utterance: Utterance, num_mel_bins: int = 80,
+                  speed: float = 1.0) -> torch.Tensor:
+    """Return the (T, num_mel_bins) fbank of :func:`load_waveform`."""
+    return fbank(load_waveform(utterance, speed), num_mel_bins)
 
 
 class ASRBatchDataset(torch.utils.data.Dataset):

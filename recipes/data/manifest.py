@@ -10,7 +10,9 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from recipes.data.audio import SEGMENT_END_TOLERANCE, BadAudioError, audio_duration
+import numpy as np
+
+from recipes.data.audio import SEGMENT_END_TOLERANCE, BadAudioError, audio_duration, read_audio
 from recipes.data.text import normalize_text
 from recipes.utils.files import partial_path as partial_path_for
 
@@ -40,6 +42,15 @@ class Utterance:
     def describe(self) -> str:
         """Return ``utterance '<id>' (<source>)``, the way error messages name an utterance."""
         return f"utterance {self.id!r}" + (f" ({self.source})" if self.source else "")
+
+    def read_audio(self) -> tuple[np.ndarray, int]:
+        """Return the utterance's float32 mono samples in [-1, 1] and their sample rate.
+
+        Here the file ``audio_filepath``, whole or only the segment ``[offset, offset + duration]``
+        (:func:`recipes.data.audio.read_audio`); records of other sources (lhotse cuts) override
+        it. Raises :class:`BadAudioError`.
+        """
+        return read_audio(self.audio_filepath, self.offset, self.duration if self.offset is not None else None)
 
 
 def drop_empty_transcripts(utterances: Sequence[Utterance], origin: str) -> list[Utterance]:
