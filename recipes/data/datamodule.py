@@ -159,6 +159,23 @@ class ASRDataModule(lightning.LightningDataModule):
         self._load_tokenizer(train)
         load_or_estimate_cmvn(self.cmvn_path, lambda: self._cmvn_features(train))
 
+    def training_texts(self) -> list[str]:
+        """The normalised transcripts of the training split(s), one per utterance."""
+        return [normalize_text(u.text) for u in self._train_utterances()]
+
+    def word_lm(self, order: int = 3) -> Path:
+        """Return the ARPA file of an ``order``-gram Kneser-Ney word LM of the training transcripts.
+
+        It is estimated on first use (:func:`recipes.decoding.kneser_ney.build_word_lm`) into
+        ``<cache_dir>/lm/<training splits>-<hash of their texts>/<order>gram.arpa`` and reused
+        afterwards; it does not depend on the tokenizer.
+        """
+        from recipes.decoding.kneser_ney import build_word_lm, texts_key
+
+        texts = self.training_texts()
+        names = [Path(p).name.removesuffix(".jsonl") for p in self.corpus.manifests("train")]
+        return build_word_lm(texts, Path(self.corpus.cache_dir) / "lm" / texts_key(names, texts), order)
+
     # -- datasets ------------------------------------------------------------------------------
     def _setup_shared(self) -> list[Utterance]:
         """Load the tokenizer and the CMVN statistics if not yet loaded; return the training utterances."""
