@@ -199,6 +199,8 @@ class ASRDataModule(lightning.LightningDataModule):
                         part, too_short, len(utterances))
         log.info("%s: %d utterances, %.2f h", part, len(kept),
                  sum(utterances[i].duration for i in kept) / 3600)
+        if training and self.noise is not None:
+            log.info("train: %r", self.noise)
         return ASRBatchDataset(
             [utterances[i] for i in kept], [texts[i] for i in kept], [targets[i] for i in kept],
             self.cmvn, num_mel_bins=self.feature_dim,
