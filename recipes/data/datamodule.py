@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import lightning
@@ -16,6 +16,7 @@ from recipes.data.augment import SpecAugment
 from recipes.data.dataset import ASRBatchDataset, load_features
 from recipes.data.features import SAMPLE_RATE, GlobalCMVN, load_or_estimate_cmvn, num_frames
 from recipes.data.manifest import Utterance, read_manifests
+from recipes.data.noise import AdditiveNoise
 from recipes.data.sampler import DurationBucketSampler
 from recipes.data.text import normalize_text
 from recipes.data.tokenizer import encode_transcripts
@@ -54,10 +55,12 @@ class ASRDataModule(lightning.LightningDataModule):
     ``cmvn_max_utts`` training utterances); ``setup`` loads them on every process
     (``utterance_mean_norm`` also subtracts each utterance's own mean after them;
     ``cache_features`` keeps the features of every utterance read without speed perturbation in
-    memory, for corpora that fit). Then ``tokenizer``, ``feature_dim``, ``train_dataloader``
-    (train), ``val_dataloader`` (dev) and ``test_dataloader`` (test) are available;
-    ``vocab_size`` is ``tokenizer.vocab_size``. ``split_dataloader(name)`` evaluates any split
-    the corpus knows by name (``known_splits()``: e.g. ``test-other`` of a LibriSpeech folder).
+    memory, for corpora that fit; ``noise``, an :class:`AdditiveNoise` or the mapping
+    ``{dir, snr_db, prob}`` of one, mixes noise into training utterances only). Then
+    ``tokenizer``, ``feature_dim``, ``train_dataloader`` (train), ``val_dataloader`` (dev) and
+    ``test_dataloader`` (test) are available; ``vocab_size`` is ``tokenizer.vocab_size``.
+    ``split_dataloader(name)`` evaluates any split the corpus knows by name (``known_splits()``:
+    e.g. ``test-other`` of a LibriSpeech folder), never noised or augmented.
 
     A batch is a dict: ``features`` float32 (B, T_max, F) normalised, 100 frames/s;
     ``feature_lengths`` int64 (B,); ``targets`` int64 (B, U_max) zero-padded; ``target_lengths``
@@ -91,7 +94,7 @@ class ASRDataModule(lightning.LightningDataModule):
                  speed_factors: Sequence[float] = (1.0,), spec_augment: SpecAugment | None = None,
                  max_utt_duration: float | None = None, skip_bad_audio: bool = False,
                  cmvn_max_utts: int = 2000, utterance_mean_norm: bool = False,
-                 cache_features: bool = False) -> None:
+                 cache_features: bool = False, noise: AdditiveNoise | Mapping | None = None) -> None:
         super().__init__()
         if not isinstance(subsampling_factor, int) or subsampling_factor < 1:
             raise ValueError(f"subsampling_factor must be an int >= 1, got {subsampling_factor!r}")
@@ -114,6 +117,7 @@ class ASRDataModule(lightning.LightningDataModule):
         self.cmvn_max_utts = cmvn_max_utts
         self.utterance_mean_norm = bool(utterance_mean_norm)
         self.cache_features = bool(cache_features)
+        self.noise = AdditiveNoise.from_config(noise)
         self.tokenizer = None
         self.cmvn: GlobalCMVN | None = None
         self.datasets: dict[str, ASRBatchDataset] = {}
@@ -257,13 +261,15 @@ class ASRDataModule(lightning.LightningDataModule):
                         part, too_short, len(utterances))
         log.info("%s: %d utterances, %.2f h", part, len(kept),
                  sum(utterances[i].duration for i in kept) / 3600)
+        if training and self.noise is not None:
+            log.info("train: %r", self.noise)
         return ASRBatchDataset(
             [utterances[i] for i in kept], [texts[i] for i in kept], [targets[i] for i in kept],
             self.cmvn, num_mel_bins=self.feature_dim,
             speed_factors=self.speed_factors if training else (1.0,),
             spec_augment=self.spec_augment if training else None,
             seed=self.seed, skip_bad_audio=self.skip_bad_audio, utterance_mean_norm=self.utterance_mean_norm,
-            cache_features=self.cache_features,
+            cache_features=self.cache_features, noise=self.noise if training else None,
         )
 
     # -- loaders -------------------------------------------------------------------------------
