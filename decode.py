@@ -21,7 +21,7 @@ import hydra  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
-from recipes.decoding.alignment import ForcedAligner, ctm_lines, force_align, plot_alignment  # noqa: E402
+from recipes.decoding.alignment import ForcedAligner, ctm_lines, plot_alignment  # noqa: E402
 from recipes.decoding.wer_files import write_results  # noqa: E402
 from recipes.utils.checkpoints import checkpoint_problem, readable_checkpoints  # noqa: E402
 
@@ -230,7 +230,7 @@ def _align(model, loader, tokenizer, aligner, cfg, split, suffix, run_dir, devic
         for batch in loader:
             if cfg.max_utterances is not None and count >= cfg.max_utterances:
                 break
-            for alignment in force_align(model, to_device(batch, device)):
+            for alignment in aligner(model, to_device(batch, device)):
                 count += 1
                 infeasible += int(alignment.score == float("-inf"))
                 ctm.writelines(line + "\n" for line in ctm_lines(alignment, tokenizer, frame_shift))
