@@ -1,16 +1,19 @@
 """Decodes a trained model and writes WER files:
-`python decode.py [ckpt_path=...] [decoding=greedy|beam|beam_lm|viterbi] [tune=true] [device=cpu|cuda|cuda:N]`.
+`python decode.py [ckpt_path=...] [decoding=greedy|beam|beam_lm|viterbi] [tune=true] [device=cpu|cuda|cuda:N]
+[split=NAME|[A,B]]`.
 
 Loads the training run's resolved config (`<run>/config.yaml`), rebuilds its data module and
 model, loads (optionally averages) checkpoints, moves the model and each batch to the device (a
-CUDA GPU when one is available, like training; `device=` overrides), then either recognises the
-test/dev split (greedy or beam search) and writes `recogs-*`, `errs-*`, `wer-summary-*` and a JSON under
+CUDA GPU when one is available, like training; `device=` overrides), then, for each split of
+`split=` (`test`, `dev`, or any split the data module knows by name, e.g. `test-other`; or a list
+of them, all decoded with the model loaded once), either recognises it (greedy or beam search)
+and writes `recogs-<split>-*`, `errs-<split>-*`, `wer-summary-<split>-*` and a JSON under
 `<run>/decode/`, or (decoding=viterbi) force-aligns the references and writes a CTM file and
-occupancy plots. Outputs are named by every setting, so nothing is overwritten.
+occupancy plots. Outputs are named by the split and every setting, so nothing is overwritten.
 
 decoding=beam_lm adds a word n-gram LM of the training transcripts (built once, kept with the
 data); tune=true first grids lm_weight x word_score on the dev split (never test), writes the
-grid, and decodes the requested split with the best dev point.
+grid, and decodes the requested splits with the best dev point.
 """
 import copy
 import itertools
@@ -24,10 +27,10 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
 from recipes.data.text import normalize_text  # noqa: E402
-from recipes.decoding.alignment import ForcedAligner, ctm_lines, force_align, plot_alignment  # noqa: E402
+from recipes.decoding.alignment import ForcedAligner, ctm_lines, plot_alignment  # noqa: E402
 from recipes.decoding.arpa import ArpaLM  # noqa: E402
 from recipes.decoding.wer_files import write_results  # noqa: E402
 from recipes.metrics.wer import EditCounts, edit_counts  # noqa: E402
@@ -156,6 +159,16 @@ def settings_suffix(cfg: DictConfig, checkpoints: list[Path]) -> str:
     return "_".join(parts)
 
 
+def requested_splits(split) -> list[str]:
+    """The split names of `split=`: one name, or a list of them (duplicates dropped, order kept).
+    Raises ValueError naming `split` when it is empty or not names."""
+    names = list(split) if isinstance(split, (list, tuple, ListConfig)) else [split]
+    if not names or any(not isinstance(name, str) or not name.strip() for name in names):
+        raise ValueError(f"split must be a split name or a non-empty list of them (e.g. test, test-other, "
+                         f"[test-clean,test-other]), got {split!r}")
+    return list(dict.fromkeys(names))
+
+
 def _check_tuning(cfg: DictConfig) -> None:
     if not cfg.get("tune"):
         return
@@ -169,18 +182,14 @@ def _check_tuning(cfg: DictConfig) -> None:
             raise ValueError(f"{name} must be a non-empty list of numbers, got {cfg.get(name)!r}")
 
 
-def _loader(datamodule, split: str):
-    datamodule.setup("test" if split == "test" else "validate")
-    return datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
-
-
-def prepare_word_lm(decoder, datamodule, tokenizer) -> None:
+def prepare_word_lm(decoder, datamodule) -> None:
     """Gives a decoder that needs the word LM (decoding=beam_lm) the LM of the training transcripts
-    (estimated on first use) and, for its lexicon, the training words."""
+    (estimated on first use) and, for its lexicon, the training words. The data module's tokenizer
+    must be loaded (a split's loader made)."""
     path = datamodule.word_lm(decoder.lm_order)
     words = sorted({word for text in datamodule.training_texts() for word in text.split()})
     start = time.perf_counter()
-    decoder.prepare(ArpaLM.load(path), tokenizer, words)
+    decoder.prepare(ArpaLM.load(path), datamodule.tokenizer, words)
     log.info(f"word LM {path} ({decoder.lm_order}-gram) and {len(words)} training words loaded in "
              f"{time.perf_counter() - start:.1f} s; lexicon {'on' if decoder.lexicon else 'off'}")
 
@@ -197,7 +206,7 @@ def tune_weights(cfg: DictConfig, model, datamodule, decoder, device, out_dir: P
     start = time.perf_counter()
     log.info(f"tuning lm_weight x word_score on dev: {len(grid)} points")
     with torch.no_grad():
-        for batch in _loader(datamodule, "dev"):
+        for batch in datamodule.split_dataloader("dev"):
             if cfg.max_utterances is not None and utterances >= cfg.max_utterances:
                 break
             batch = to_device(batch, device)
@@ -223,44 +232,59 @@ def tune_weights(cfg: DictConfig, model, datamodule, decoder, device, out_dir: P
 
 
 def decode(cfg: DictConfig) -> dict:
-    """Runs the configured decoding; returns the summary (WER, counts, ...) or alignment stats."""
+    """Runs the configured decoding on every split of `split=`; returns the summary (WER, counts,
+    ...) or the alignment stats of a single split name, or a dict {split: summary} for a list."""
     if cfg.get("num_threads"):
         torch.set_num_threads(cfg.num_threads)
-    if cfg.split not in ("test", "dev"):
-        raise ValueError(f"split must be 'test' or 'dev', got {cfg.split!r}")
+    splits = requested_splits(cfg.split)
     _check_tuning(cfg)
     device = resolve_device(cfg.get("device"))
     run_dir, checkpoints = select_checkpoints(cfg)
     train_cfg = OmegaConf.load(run_dir / "config.yaml")
-    log.info(f"run {run_dir}; checkpoints {[p.name for p in checkpoints]}; device {device}")
+    log.info(f"run {run_dir}; checkpoints {[p.name for p in checkpoints]}; device {device}; splits {splits}")
 
     datamodule = hydra.utils.instantiate(train_cfg.data)
     datamodule.prepare_data()
-    # tuning reads dev first (and nothing of test); otherwise only the requested split is read
-    datamodule.setup("validate" if cfg.get("tune") or cfg.split == "dev" else "test")
+    known = datamodule.known_splits()
+    unknown = [name for name in splits if name not in known]
+    if unknown:
+        raise ValueError(f"split: unknown split name(s) {', '.join(map(repr, unknown))}; the data module of "
+                         f"{run_dir} knows: {', '.join(known)}")
     model = hydra.utils.instantiate(train_cfg.model)
     model.load_state_dict(averaged_state_dict(checkpoints))
     model.to(device)
     model.eval()
-    tokenizer = datamodule.tokenizer
     decoder = hydra.utils.instantiate(cfg.decoding)
-    out_dir = run_dir / "decode"
-    frame_shift = 0.01 * getattr(model.transcriber, "stack", 1)
     tuned = None
     if getattr(decoder, "needs_word_lm", False):
-        prepare_word_lm(decoder, datamodule, tokenizer)
+        # loads the tokenizer: tuning reads dev first (and nothing of test), otherwise the first split
+        datamodule.split_dataloader("dev" if cfg.get("tune") else splits[0])
+        prepare_word_lm(decoder, datamodule)
         if cfg.get("tune"):
             cfg = copy.deepcopy(cfg)
             cfg.decoding.lm_weight = cfg.decoding.word_score = "grid"
-            tuned = tune_weights(cfg, model, datamodule, decoder, device, out_dir, settings_suffix(cfg, checkpoints))
+            tuned = tune_weights(cfg, model, datamodule, decoder, device, run_dir / "decode",
+                                 settings_suffix(cfg, checkpoints))
             decoder = decoder.with_weights(tuned["lm_weight"], tuned["word_score"])
             cfg.decoding.lm_weight, cfg.decoding.word_score = tuned["lm_weight"], tuned["word_score"]
     suffix = settings_suffix(cfg, checkpoints)
-    loader = _loader(datamodule, cfg.split)
+    summaries = {}
+    for name in splits:
+        loader = datamodule.split_dataloader(name)
+        if isinstance(decoder, ForcedAligner):
+            summaries[name] = _align(model, loader, datamodule.tokenizer, decoder, cfg, name, suffix, run_dir,
+                                     device)
+        else:
+            summaries[name] = _recognise(model, loader, datamodule.tokenizer, decoder, cfg, name, suffix,
+                                         checkpoints, run_dir, device, tuned)
+    return summaries if isinstance(cfg.split, ListConfig | list | tuple) else summaries[splits[0]]
 
-    if isinstance(decoder, ForcedAligner):
-        return _align(model, loader, tokenizer, decoder, out_dir, cfg, suffix, frame_shift, run_dir, device)
 
+def _recognise(model, loader, tokenizer, decoder, cfg, split, suffix, checkpoints, run_dir, device,
+               tuned: dict | None = None) -> dict:
+    """Recognises every utterance of `loader` and writes the WER files of `split`; returns the summary
+    (`tuned`: the point chosen on dev by tune=true, recorded in the settings)."""
+    out_dir = run_dir / "decode"
     results, audio_s, decode_s = [], 0.0, 0.0
     with torch.no_grad():
         for batch in loader:
@@ -276,41 +300,44 @@ def decode(cfg: DictConfig) -> dict:
             audio_s += float(batch["durations"].sum())
             results += [(uid, ref, tokenizer.decode(h)) for uid, ref, h in zip(batch["ids"], batch["texts"], hyps)]
     settings = {"decoding": OmegaConf.to_container(cfg.decoding), "checkpoints": [str(p) for p in checkpoints],
-                "split": cfg.split, "loss": model.objective.name, "device": str(device)}
+                "split": split, "loss": model.objective.name, "device": str(device)}
     if tuned is not None:
         settings["tuned"] = tuned
-    summary = write_results(out_dir, cfg.split, suffix, results, settings,
+    summary = write_results(out_dir, split, suffix, results, settings,
                             real_time_factor=decode_s / max(audio_s, 1e-9), device=str(device))
-    log.info(f"{cfg.split} WER {100 * summary['wer']:.2f}% ({summary['utterances']} utterances, "
+    log.info(f"{split} WER {100 * summary['wer']:.2f}% ({summary['utterances']} utterances, "
              f"RTF {summary['real_time_factor']:.3f} on {device}); files in {out_dir} with suffix {suffix}")
-    summary_file = out_dir / f"wer-summary-{cfg.split}-{suffix}.txt"
-    print(f"{model.objective.name} {cfg.split} WER {100 * summary['wer']:.2f}%  ({summary_file})")
+    summary_file = out_dir / f"wer-summary-{split}-{suffix}.txt"
+    print(f"{model.objective.name} {split} WER {100 * summary['wer']:.2f}%  ({summary_file})")
     if cfg.log_to_wandb:
-        _log_wandb(run_dir, {f"decode/{cfg.split}_wer_{suffix}": summary["wer"]})
+        _log_wandb(run_dir, {f"decode/{split}_wer_{suffix}": summary["wer"]})
     return summary
 
 
-def _align(model, loader, tokenizer, aligner, out_dir, cfg, suffix, frame_shift, run_dir, device) -> dict:
+def _align(model, loader, tokenizer, aligner, cfg, split, suffix, run_dir, device) -> dict:
+    """Force-aligns the references of `loader`: a CTM file and occupancy plots of `split`."""
+    out_dir = run_dir / "decode"
+    frame_shift = 0.01 * getattr(model.transcriber, "stack", 1)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctm_path = out_dir / f"ctm-{cfg.split}-{suffix}.ctm"
+    ctm_path = out_dir / f"ctm-{split}-{suffix}.ctm"
     plots, count, infeasible = [], 0, 0
     with open(ctm_path, "w") as ctm:
         for batch in loader:
             if cfg.max_utterances is not None and count >= cfg.max_utterances:
                 break
-            for alignment in force_align(model, to_device(batch, device)):
+            for alignment in aligner(model, to_device(batch, device)):
                 count += 1
                 infeasible += int(alignment.score == float("-inf"))
                 ctm.writelines(line + "\n" for line in ctm_lines(alignment, tokenizer, frame_shift))
                 if len(plots) < aligner.num_plots:
-                    plot_dir = out_dir / f"align-{cfg.split}-{suffix}"
+                    plot_dir = out_dir / f"align-{split}-{suffix}"
                     plots.append(plot_alignment(alignment, tokenizer, plot_dir / f"{alignment.utterance_id}.png"))
-    log.info(f"aligned {count} utterances ({infeasible} infeasible): {ctm_path}, {len(plots)} plots")
-    print(f"{model.objective.name} {cfg.split}: aligned {count} utterances -> {ctm_path}")
+    log.info(f"{split}: aligned {count} utterances ({infeasible} infeasible): {ctm_path}, {len(plots)} plots")
+    print(f"{model.objective.name} {split}: aligned {count} utterances -> {ctm_path}")
     if cfg.log_to_wandb and plots:
-        _log_wandb(run_dir, {"decode/alignments": plots})
+        _log_wandb(run_dir, {f"decode/alignments_{split}": plots})
     return {"utterances": count, "infeasible": infeasible, "ctm": str(ctm_path), "plots": [str(p) for p in plots],
-            "device": str(device)}
+            "device": str(device), "split": split}
 
 
 def _log_wandb(run_dir: Path, values: dict) -> None:

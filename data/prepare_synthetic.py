@@ -21,7 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipes.data.manifest import read_manifests  # noqa: E402
 from recipes.data.synthesis import (  # noqa: E402
-    VERIFY_LEVELS, CorpusIntegrityError, CorpusSettingsError, SyntheticCorpus,
+    VERIFY_LEVELS,
+    CorpusIntegrityError,
+    CorpusSettingsError,
+    SyntheticCorpus,
     SyntheticCorpusConfig,
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import lightning
@@ -16,6 +16,7 @@ from recipes.data.augment import SpecAugment
 from recipes.data.dataset import ASRBatchDataset, load_features
 from recipes.data.features import SAMPLE_RATE, GlobalCMVN, load_or_estimate_cmvn, num_frames
 from recipes.data.manifest import Utterance, read_manifests
+from recipes.data.noise import AdditiveNoise
 from recipes.data.sampler import DurationBucketSampler
 from recipes.data.text import normalize_text
 from recipes.data.tokenizer import encode_transcripts
@@ -40,8 +41,11 @@ class ASRDataModule(lightning.LightningDataModule):
 
     Construction (what the Hydra ``data/`` configs call)::
 
-        corpus(root) -> an object with prepare(skip_bad_audio), manifests(part) -> [Path],
-                        cache_dir (LibriSpeechCorpus, SyntheticCorpus, ManifestCorpus)
+        corpus(root) -> an object with prepare(skip_bad_audio), cache_dir and either
+                        manifests(part) -> [JSONL Path] (LibriSpeechCorpus, SyntheticCorpus,
+                        ManifestCorpus) or utterances(part) -> [Utterance] (LhotseCorpus);
+                        optionally split_names() -> [str] and split_manifests(name, skip_bad_audio)
+                        -> [Path] for evaluating single splits by name
         tokenizer    -> a tokenizer (vocab_size, blank_id == 0, encode, decode), or a factory
                         tokenizer(texts, out_dir) -> tokenizer (the ``tokenizer/`` configs,
                         ``_partial_: true``), trained once on the training texts under cache_dir
@@ -51,9 +55,12 @@ class ASRDataModule(lightning.LightningDataModule):
     ``cmvn_max_utts`` training utterances); ``setup`` loads them on every process
     (``utterance_mean_norm`` also subtracts each utterance's own mean after them;
     ``cache_features`` keeps the features of every utterance read without speed perturbation in
-    memory, for corpora that fit). Then ``tokenizer``, ``feature_dim``, ``train_dataloader``
-    (train), ``val_dataloader`` (dev) and ``test_dataloader`` (test) are available;
-    ``vocab_size`` is ``tokenizer.vocab_size``.
+    memory, for corpora that fit; ``noise``, an :class:`AdditiveNoise` or the mapping
+    ``{dir, snr_db, prob}`` of one, mixes noise into training utterances only). Then
+    ``tokenizer``, ``feature_dim``, ``train_dataloader`` (train), ``val_dataloader`` (dev) and
+    ``test_dataloader`` (test) are available; ``vocab_size`` is ``tokenizer.vocab_size``.
+    ``split_dataloader(name)`` evaluates any split the corpus knows by name (``known_splits()``:
+    e.g. ``test-other`` of a LibriSpeech folder), never noised or augmented.
 
     A batch is a dict: ``features`` float32 (B, T_max, F) normalised, 100 frames/s;
     ``feature_lengths`` int64 (B,); ``targets`` int64 (B, U_max) zero-padded; ``target_lengths``
@@ -87,7 +94,7 @@ class ASRDataModule(lightning.LightningDataModule):
                  speed_factors: Sequence[float] = (1.0,), spec_augment: SpecAugment | None = None,
                  max_utt_duration: float | None = None, skip_bad_audio: bool = False,
                  cmvn_max_utts: int = 2000, utterance_mean_norm: bool = False,
-                 cache_features: bool = False) -> None:
+                 cache_features: bool = False, noise: AdditiveNoise | Mapping | None = None) -> None:
         super().__init__()
         if not isinstance(subsampling_factor, int) or subsampling_factor < 1:
             raise ValueError(f"subsampling_factor must be an int >= 1, got {subsampling_factor!r}")
@@ -110,6 +117,7 @@ class ASRDataModule(lightning.LightningDataModule):
         self.cmvn_max_utts = cmvn_max_utts
         self.utterance_mean_norm = bool(utterance_mean_norm)
         self.cache_features = bool(cache_features)
+        self.noise = AdditiveNoise.from_config(noise)
         self.tokenizer = None
         self.cmvn: GlobalCMVN | None = None
         self.datasets: dict[str, ASRBatchDataset] = {}
@@ -122,8 +130,14 @@ class ASRDataModule(lightning.LightningDataModule):
     def cmvn_path(self) -> Path:
         return Path(self.corpus.cache_dir) / f"cmvn_fbank{self.feature_dim}.pt"
 
+    def _utterances(self, part: str) -> list[Utterance]:
+        """The corpus's ``utterances(part)`` if it has that method, else its manifests' records."""
+        if hasattr(self.corpus, "utterances"):
+            return self.corpus.utterances(part)
+        return read_manifests(self.corpus.manifests(part))
+
     def _train_utterances(self) -> list[Utterance]:
-        return read_manifests(self.corpus.manifests("train"))
+        return self._utterances("train")
 
     def _load_tokenizer(self, train: Sequence[Utterance]):
         if hasattr(self._tokenizer_spec, "encode"):
@@ -167,22 +181,63 @@ class ASRDataModule(lightning.LightningDataModule):
         return build_word_lm(texts, Path(self.corpus.cache_dir) / "lm" / texts_key(names, texts), order)
 
     # -- datasets ------------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        """Load tokenizer, statistics and the datasets ``stage`` needs (all for ``None``)."""
+    def _setup_shared(self) -> list[Utterance]:
+        """Load the tokenizer and the CMVN statistics if not yet loaded; return the training utterances."""
         train = self._train_utterances()
         if self.tokenizer is None:
             self.tokenizer = self._load_tokenizer(train)
         if self.cmvn is None:
             self.cmvn = load_or_estimate_cmvn(self.cmvn_path, lambda: self._cmvn_features(train))
+        return train
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load tokenizer, statistics and the datasets ``stage`` needs (all for ``None``)."""
+        train = self._setup_shared()
         parts = {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",),
                  "predict": ("test",)}.get(stage, PARTS)
         for part in parts:
             if part not in self.datasets:
-                utterances = train if part == "train" else read_manifests(self.corpus.manifests(part))
+                utterances = train if part == "train" else self._utterances(part)
                 self.datasets[part] = self._dataset(part, utterances)
 
-    def _dataset(self, part: str, utterances: Sequence[Utterance]) -> ASRBatchDataset:
-        training = part == "train"
+    # -- evaluation of any split by name -------------------------------------------------------
+    def known_splits(self) -> list[str]:
+        """Return every name :meth:`split_dataloader` accepts: ``dev`` and ``test`` (the configured
+        parts), then the corpus's own split names (``corpus.split_names()``, sorted)."""
+        names = ["dev", "test"]
+        split_names = getattr(self.corpus, "split_names", None)
+        for name in split_names() if split_names is not None else ():
+            if name not in names:
+                names.append(name)
+        return names
+
+    def split_dataloader(self, name: str):
+        """Return an evaluation loader of the split ``name`` (one of :meth:`known_splits`).
+
+        ``dev`` and ``test`` are the configured parts (:meth:`val_dataloader`,
+        :meth:`test_dataloader`). Any other name is a split of the corpus (a LibriSpeech folder
+        such as ``test-other``, a manifest's file stem, ...): it gets its own dataset, built like
+        the test set's (every utterance kept, the same features and CMVN, no speed perturbation,
+        no SpecAugment), even when the name is that of a training split. An unknown name raises a
+        ValueError naming it and the known names. Call :meth:`prepare_data` first.
+        """
+        if name in ("dev", "test"):
+            self.setup("validate" if name == "dev" else "test")
+            return self.val_dataloader() if name == "dev" else self.test_dataloader()
+        known = self.known_splits()
+        if name not in known:
+            raise ValueError(f"split {name!r} is not a split of this data module; known splits: {', '.join(known)}")
+        key = f"split/{name}"
+        if key not in self.datasets:
+            self._setup_shared()
+            manifests = self.corpus.split_manifests(name, skip_bad_audio=self.skip_bad_audio)
+            self.datasets[key] = self._dataset(name, read_manifests(manifests), training=False)
+        return self._eval_loader(key)
+
+    def _dataset(self, part: str, utterances: Sequence[Utterance], training: bool | None = None) -> ASRBatchDataset:
+        """The dataset of ``utterances``; a training one (filtered, augmented) when ``training``,
+        which defaults to ``part == "train"``."""
+        training = part == "train" if training is None else training
         texts = [normalize_text(u.text) for u in utterances]
         targets = encode_transcripts(self.tokenizer, utterances, texts)
         fastest = max(self.speed_factors) if training else 1.0
@@ -206,13 +261,15 @@ class ASRDataModule(lightning.LightningDataModule):
                         part, too_short, len(utterances))
         log.info("%s: %d utterances, %.2f h", part, len(kept),
                  sum(utterances[i].duration for i in kept) / 3600)
+        if training and self.noise is not None:
+            log.info("train: %r", self.noise)
         return ASRBatchDataset(
             [utterances[i] for i in kept], [texts[i] for i in kept], [targets[i] for i in kept],
             self.cmvn, num_mel_bins=self.feature_dim,
             speed_factors=self.speed_factors if training else (1.0,),
             spec_augment=self.spec_augment if training else None,
             seed=self.seed, skip_bad_audio=self.skip_bad_audio, utterance_mean_norm=self.utterance_mean_norm,
-            cache_features=self.cache_features,
+            cache_features=self.cache_features, noise=self.noise if training else None,
         )
 
     # -- loaders -------------------------------------------------------------------------------

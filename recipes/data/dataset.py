@@ -8,21 +8,21 @@ from collections.abc import Sequence
 
 import torch
 
-from recipes.data.audio import BadAudioError, read_audio
+from recipes.data.audio import BadAudioError
 from recipes.data.augment import SpecAugment, choose_speed, speed_perturb
 from recipes.data.features import SAMPLE_RATE, GlobalCMVN, fbank, resample
 from recipes.data.manifest import Utterance
+from recipes.data.noise import AdditiveNoise, NoiseDraw
 
 log = logging.getLogger(__name__)
 
 
-def load_features(utterance: Utterance, num_mel_bins: int = 80,
-                  speed: float = 1.0) -> torch.Tensor:
-    """Return the (T, num_mel_bins) fbank of ``utterance``'s audio, resampled to 16 kHz and sped
-    up by ``speed``; a bad file raises :class:`BadAudioError` naming the file, the utterance and
-    the manifest line it came from."""
+def load_waveform(utterance: Utterance, speed: float = 1.0) -> torch.Tensor:
+    """Return ``utterance``'s mono audio (:meth:`Utterance.read_audio`) resampled to 16 kHz and
+    sped up by ``speed``; bad audio raises :class:`BadAudioError` naming the file, the utterance
+    and the manifest line it came from."""
     try:
-        samples, sample_rate = read_audio(utterance.audio_filepath)
+        samples, sample_rate = utterance.read_audio()
     except BadAudioError as error:
         raise BadAudioError(f"{utterance.describe()}: {error}") from error
     waveform = torch.from_numpy(samples)
@@ -30,7 +30,13 @@ def load_features(utterance: Utterance, num_mel_bins: int = 80,
     if waveform.numel() < round(0.025 * SAMPLE_RATE):
         raise BadAudioError(f"{utterance.describe()}: audio file {utterance.audio_filepath} is "
                             f"shorter than one frame")
-    return fbank(waveform, num_mel_bins)
+    return waveform
+
+
+def load_features(utterance: Utterance, num_mel_bins: int = 80,
+                  speed: float = 1.0) -> torch.Tensor:
+    """Return the (T, num_mel_bins) fbank of :func:`load_waveform`."""
+    return fbank(load_waveform(utterance, speed), num_mel_bins)
 
 
 class ASRBatchDataset(torch.utils.data.Dataset):
@@ -41,17 +47,20 @@ class ASRBatchDataset(torch.utils.data.Dataset):
     normalised features of an utterance read at speed 1.0 are kept in memory after their first
     load (per process: each DataLoader worker keeps those it loaded), so later epochs skip audio
     decoding and the filterbank; about 32 KB per second of audio at 80 bins. Training datasets
-    add speed perturbation (a factor from ``speed_factors`` per utterance) and ``spec_augment``.
-    The random draws of an utterance come from a generator seeded by (``seed``, epoch, utterance
-    index), so a batch is the same whichever worker builds it. With ``skip_bad_audio`` an unreadable file is logged, left out of
-    its batch and counted in ``num_bad_audio`` (per process); otherwise its error propagates.
+    add speed perturbation (a factor from ``speed_factors`` per utterance), additive ``noise``
+    (mixed into the sped-up waveform) and ``spec_augment``. The random draws of an utterance come
+    from generators seeded by (``seed``, epoch, utterance index) for speed and SpecAugment and by
+    (``seed``, epoch, utterance id) for noise, so a batch is the same whichever worker builds it.
+    Noised features are never cached. With ``skip_bad_audio`` an unreadable file is logged, left
+    out of its batch and counted in ``num_bad_audio`` (per process); otherwise its error
+    propagates.
     """
 
     def __init__(self, utterances: Sequence[Utterance], texts: Sequence[str],
                  targets: Sequence[Sequence[int]], cmvn: GlobalCMVN, num_mel_bins: int = 80,
                  speed_factors: Sequence[float] = (1.0,), spec_augment: SpecAugment | None = None,
                  seed: int = 0, skip_bad_audio: bool = False, utterance_mean_norm: bool = False,
-                 cache_features: bool = False) -> None:
+                 cache_features: bool = False, noise: AdditiveNoise | None = None) -> None:
         if not len(utterances) == len(texts) == len(targets):
             raise ValueError(f"utterances, texts and targets must have one entry each, got "
                              f"{len(utterances)}, {len(texts)}, {len(targets)}")
@@ -63,6 +72,7 @@ class ASRBatchDataset(torch.utils.data.Dataset):
         self.seed, self.skip_bad_audio = seed, skip_bad_audio
         self.utterance_mean_norm = bool(utterance_mean_norm)
         self.cache_features = bool(cache_features)
+        self.noise = noise
         self._cache: dict[int, torch.Tensor] = {}
         self.num_bad_audio = 0
 
@@ -73,11 +83,20 @@ class ASRBatchDataset(torch.utils.data.Dataset):
         key = f"{self.seed}-{epoch}-{index}".encode()
         return torch.Generator().manual_seed(zlib.crc32(key))
 
-    def _normalised_features(self, index: int, speed: float) -> torch.Tensor:
-        cacheable = self.cache_features and speed == 1.0
+    def _noise_generator(self, epoch: int, index: int) -> torch.Generator:
+        key = f"noise-{self.seed}-{epoch}-{self.utterances[index].id}".encode()
+        return torch.Generator().manual_seed(zlib.crc32(key))
+
+    def _normalised_features(self, index: int, speed: float, noise: NoiseDraw | None = None) -> torch.Tensor:
+        cacheable = self.cache_features and speed == 1.0 and noise is None
         if cacheable and index in self._cache:
             return self._cache[index]
-        features = self.cmvn(load_features(self.utterances[index], self.num_mel_bins, speed))
+        if noise is None:
+            features = load_features(self.utterances[index], self.num_mel_bins, speed)
+        else:
+            waveform = self.noise.mix(load_waveform(self.utterances[index], speed), noise)
+            features = fbank(waveform, self.num_mel_bins)
+        features = self.cmvn(features)
         if self.utterance_mean_norm:
             features = features - features.mean(dim=0, keepdim=True)
         if cacheable:
@@ -88,7 +107,8 @@ class ASRBatchDataset(torch.utils.data.Dataset):
         augment = self.spec_augment is not None or self.speed_factors != (1.0,)
         generator = self._generator(epoch, index) if augment else None
         speed = choose_speed(self.speed_factors, generator) if augment else 1.0
-        features = self._normalised_features(index, speed)
+        noise = self.noise.draw(self._noise_generator(epoch, index)) if self.noise is not None else None
+        features = self._normalised_features(index, speed, noise)
         if self.spec_augment is not None:
             features = self.spec_augment(features, generator)
         return features

@@ -53,11 +53,19 @@ def read_librispeech_split(split_dir: str | os.PathLike, skip_bad_audio: bool = 
     return kept, skipped
 
 
+def is_librispeech_split(folder: str | os.PathLike) -> bool:
+    """Return whether ``folder`` holds a split in the LibriSpeech layout (a
+    ``<speaker>/<chapter>/*.trans.txt``; the search stops at the first one found)."""
+    return next(Path(folder).glob("*/*/*.trans.txt"), None) is not None
+
+
 class LibriSpeechCorpus:
     """A corpus in the LibriSpeech layout under ``root``, with named splits per part.
 
-    :meth:`prepare` writes one manifest per split, ``<cache_dir>/manifests/<split>.jsonl``, once;
-    later runs reuse it. ``cache_dir`` (default ``root``) also receives the tokenizer and the
+    :meth:`prepare` writes one manifest per configured split, ``<cache_dir>/manifests/<split>.jsonl``,
+    once; later runs reuse it. Any other split folder under ``root`` can be read by name
+    (:meth:`split_names`, :meth:`split_manifests`; decode.py's ``split=``), its manifest written
+    on first use. ``cache_dir`` (default ``root``) also receives the tokenizer and the
     normalisation statistics, so a read-only LibriSpeech copy can have them elsewhere.
     """
 
@@ -81,17 +89,46 @@ class LibriSpeechCorpus:
         """Write the manifest of every split that has none yet."""
         for splits in self._splits.values():
             for split in splits:
-                path = self.manifest_path(split)
-                if path.exists():
-                    continue
-                utterances, skipped = read_librispeech_split(self.root / split, skip_bad_audio)
-                write_manifest(path, utterances)
-                log.info("wrote %s: %d utterances, %.2f h%s", path, len(utterances),
-                         sum(u.duration for u in utterances) / 3600,
-                         f", {skipped} unreadable files skipped" if skipped else "")
+                self._write_manifest(split, skip_bad_audio)
+
+    def _write_manifest(self, split: str, skip_bad_audio: bool) -> None:
+        path = self.manifest_path(split)
+        if path.exists():
+            return
+        utterances, skipped = read_librispeech_split(self.root / split, skip_bad_audio)
+        write_manifest(path, utterances)
+        log.info("wrote %s: %d utterances, %.2f h%s", path, len(utterances),
+                 sum(u.duration for u in utterances) / 3600,
+                 f", {skipped} unreadable files skipped" if skipped else "")
 
     def manifests(self, part: str) -> list[Path]:
         """Return the manifest paths of ``part`` (``train``, ``dev`` or ``test``)."""
         if part not in self._splits:
             raise ValueError(f"part must be one of {sorted(self._splits)}, got {part!r}")
         return [self.manifest_path(split) for split in self._splits[part]]
+
+    def split_names(self) -> list[str]:
+        """Return the names of every split this corpus can read, sorted.
+
+        They are the configured splits of every part and every folder of ``root`` in the
+        LibriSpeech layout (holding ``<speaker>/<chapter>/*.trans.txt``), e.g. ``train-clean-100``,
+        ``dev-clean``, ``dev-other``, ``test-clean``, ``test-other``.
+        """
+        names = {split for splits in self._splits.values() for split in splits}
+        if self.root.is_dir():
+            names.update(folder.name for folder in self.root.iterdir()
+                         if folder.is_dir() and is_librispeech_split(folder))
+        return sorted(names)
+
+    def split_manifests(self, name: str, skip_bad_audio: bool = False) -> list[Path]:
+        """Return the manifest of the split ``name`` (one of :meth:`split_names`), as a one-item
+        list, writing it first if it does not exist yet (like :meth:`prepare`).
+
+        An unknown name raises a ValueError naming it and the known ones.
+        """
+        known = self.split_names()
+        if name not in known:
+            raise ValueError(f"split {name!r} is not a split of the corpus in {self.root}; known splits: "
+                             f"{', '.join(known) or 'none'}")
+        self._write_manifest(name, skip_bad_audio)
+        return [self.manifest_path(name)]

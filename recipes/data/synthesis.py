@@ -708,6 +708,11 @@ class SyntheticCorpus(LibriSpeechCorpus):
         self.workers, self.verify, self.repair = workers, verify, bool(repair)
         self.progress = bool(progress)
 
+    def split_names(self) -> list[str]:
+        """Return the corpus's splits, ``dev``, ``test`` and ``train`` (other folders under
+        ``root`` are not part of it)."""
+        return sorted(SPLITS)
+
     def prepare(self, skip_bad_audio: bool = False) -> None:
         """Generate the corpus if it is missing or unfinished, check it against its checksum list
         (see :func:`ensure_synthetic_corpus`), then make sure its manifests exist."""

@@ -1,6 +1,7 @@
 """Viterbi forced alignment of the references, as token timings (CTM) and occupancy plots.
 
-For each utterance the loss's lattice gives (seqloss ``*_align`` / ``*_posteriors``):
+For each utterance the loss's lattice gives (the objective's ``align`` hook, with seqloss
+``*_align`` / ``*_posteriors``):
 * the best path given the reference: the encoder frame of every token, written as CTM lines
   ``<utterance> 1 <start s> <duration s> <token>`` (one encoder frame = ``frame_shift`` seconds);
 * the posterior occupancy of the lattice, drawn as an image (frames x target positions) with the
@@ -11,7 +12,14 @@ from pathlib import Path
 
 import torch
 
-import seqloss
+
+@dataclass
+class LatticeAlignment:
+    """What an objective's ``align`` hook returns for a batch of B references of at most U tokens."""
+
+    token_frames: torch.Tensor     # (B, U) encoder frame of each reference token (-1: infeasible utterance)
+    scores: torch.Tensor           # (B,) best path log score
+    occupancy: list[torch.Tensor]  # per utterance: (frames, positions) posterior occupancy, on the CPU
 
 
 @dataclass
@@ -25,44 +33,15 @@ class UtteranceAlignment:
 
 @torch.no_grad()
 def force_align(model, batch: dict) -> list[UtteranceAlignment]:
-    """Best paths and occupancies of the references of ``batch`` under ``model``'s objective."""
+    """Best paths and occupancies of the references of ``batch`` under ``model``'s objective (its ``align`` hook)."""
     enc, enc_lengths = model.encode(batch["features"], batch["feature_lengths"])
     targets, target_lengths = batch["targets"], batch["target_lengths"]
-    name, blank = model.objective.name, model.objective.blank_id
-    if name == "ctc":
-        log_probs = model.ctc_head(enc).float().transpose(0, 1)
-        best = seqloss.ctc_align(log_probs, targets, enc_lengths, target_lengths, blank=blank)
-        post = seqloss.ctc_posteriors(log_probs, targets, enc_lengths, target_lengths, blank=blank)
-        occupancy = post.transpose(0, 1).gather(2, targets[:, None].expand(-1, post.shape[0], -1))  # (B, T, U)
-    elif name in ("rnnt", "modified_rnnt"):
-        logits = model.joiner(enc, model.predictor(targets)).float()
-        if name == "rnnt":
-            best = seqloss.rnnt_align(logits, targets, enc_lengths, target_lengths, blank=blank)
-            post = seqloss.rnnt_posteriors(logits, targets, enc_lengths, target_lengths, blank=blank)
-        else:
-            final_blank = model.objective.loss_kwargs.get("final_blank", True)
-            best = seqloss.modified_rnnt_align(logits, targets, enc_lengths, target_lengths, blank=blank,
-                                               final_blank=final_blank)
-            post = seqloss.modified_rnnt_posteriors(logits, targets, enc_lengths, target_lengths, blank=blank,
-                                                    final_blank=final_blank)
-        occupancy = post.blank + torch.nn.functional.pad(post.emit, (0, 1))  # (B, T, U+1) cell occupancy
-    elif name == "ssnt":
-        pred = model.predictor(targets)[:, : targets.shape[1]]
-        hidden = model.joiner.hidden(model.joiner.encoder_proj(enc)[:, None],
-                                     model.joiner.predictor_proj(pred)[:, :, None])
-        log_probs = model.joiner.output(hidden).float().log_softmax(-1)
-        log_p_choose = model.choose_head(hidden).float()
-        best = seqloss.ssnt_align(log_probs, targets, log_p_choose, enc_lengths, target_lengths)
-        occupancy = seqloss.ssnt_posteriors(log_probs, targets, log_p_choose, enc_lengths,
-                                            target_lengths).emit.transpose(1, 2)  # (B, S, J)
-    else:
-        raise ValueError(f"no forced alignment for loss {name!r}")
+    lattice = model.objective.align(model, enc, enc_lengths, targets, target_lengths)
     out = []
     for b, uid in enumerate(batch["ids"]):
-        frames, length = int(enc_lengths[b]), int(target_lengths[b])
-        out.append(UtteranceAlignment(
-            uid, targets[b, :length].tolist(), best.token_frames[b, :length].tolist(), float(best.scores[b]),
-            occupancy[b, :frames, : length + (1 if name in ("rnnt", "modified_rnnt") else 0)].cpu()))
+        length = int(target_lengths[b])
+        out.append(UtteranceAlignment(uid, targets[b, :length].tolist(), lattice.token_frames[b, :length].tolist(),
+                                      float(lattice.scores[b]), lattice.occupancy[b]))
     return out
 
 
@@ -112,3 +91,7 @@ class ForcedAligner:
         if num_plots < 0:
             raise ValueError(f"num_plots must be >= 0, got {num_plots}")
         self.num_plots = num_plots
+
+    def __call__(self, model, batch: dict) -> list[UtteranceAlignment]:
+        """The alignment of each reference of ``batch`` (see :func:`force_align`)."""
+        return force_align(model, batch)

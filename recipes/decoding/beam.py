@@ -1,4 +1,4 @@
-"""Beam search for every loss, with n-best rescoring by the model's own objective.
+"""Beam search algorithms for every loss family, and the beam search decoder with n-best rescoring.
 
 * CTC: prefix beam search over the CTC head's log-probabilities (blank / non-blank prefix scores).
 * RNN-T and the modified transducer: icefall's "modified beam search" (at most one symbol per
@@ -6,16 +6,22 @@
 * SSNT: per source frame, up to ``max_symbols_per_frame`` rounds in which each pending hypothesis
   either emits a token (log P(emit) + log P(token)) and stays, or shifts (log(1 - P(emit))).
 
+Each search runs on one utterance and returns its n-best list [(tokens, search score)], best
+first; an objective's ``beam`` hook (recipes/models/objectives.py) calls the one for its loss.
+In each search one loop extends hypotheses by a token (the ``total = scores + ... + token
+log-probabilities`` line): a score term per emitted token belongs there.
+
 Search scores only approximate log P(y | x) (the transducer searches keep one alignment family).
-So the n-best list, together with the greedy hypothesis, is rescored with the exact objective
-(the training loss, -log P(y | x) summed over all alignments) and the best is returned: beam
-search can never do worse than greedy on the model's own objective.
+So :class:`BeamSearchDecoder` rescores the n-best list, together with the greedy hypothesis, with
+the exact objective (the training loss, -log P(y | x) summed over all alignments) and returns the
+best: beam search can never do worse than greedy on the model's own objective.
 """
 import math
 
 import torch
 
 from recipes.decoding.greedy import GreedyDecoder
+from recipes.models.heads import ssnt_scores
 
 NEG_INF = float("-inf")
 
@@ -100,8 +106,8 @@ def _predictor_outputs(model, histories: list[tuple[int, ...]], cache: dict):
 
 
 def _start_cache(model, device):
-    blank = model.objective.blank_id
-    out, state = model.predictor.step(torch.tensor([blank], device=device), None)
+    """The predictor's start: its output and state after its own start symbol (`predictor.blank_id`)."""
+    out, state = model.predictor.step(torch.tensor([model.predictor.blank_id], device=device), None)
     return {(): (model.joiner.predictor_proj(out), state)}
 
 
@@ -163,11 +169,14 @@ class _Fusion:
                       key=lambda x: -x[1])
 
 
-def transducer_beam_search(model, enc: torch.Tensor, beam_size: int, scorer=None) -> list[tuple[list[int], float]]:
+def transducer_beam_search(model, enc: torch.Tensor, beam_size: int, blank_id: int | None = None,
+                           scorer=None) -> list[tuple[list[int], float]]:
     """Modified beam search for one utterance's encoder output (T, E); at most one symbol per frame.
 
-    ``scorer``: word-LM fusion (see :func:`ctc_prefix_beam_search`)."""
-    blank = model.objective.blank_id
+    `model` has `predictor` and `joiner`; `blank_id` (default: the model objective's) is the blank.
+    ``scorer``: word-LM fusion (see :func:`ctc_prefix_beam_search`).
+    """
+    blank = model.objective.blank_id if blank_id is None else blank_id
     enc_proj = model.joiner.encoder_proj(enc)
     cache = _start_cache(model, enc.device)
     fusion = _Fusion(scorer)
@@ -187,17 +196,20 @@ def transducer_beam_search(model, enc: torch.Tensor, beam_size: int, scorer=None
     return fusion.ranked(beams)
 
 
-def ssnt_beam_search(model, enc: torch.Tensor, beam_size: int, max_symbols_per_frame: int = 3, scorer=None):
+def ssnt_beam_search(model, enc: torch.Tensor, beam_size: int, max_symbols_per_frame: int = 3,
+                     blank_id: int | None = None, end_token: bool | None = None,
+                     scorer=None) -> list[tuple[list[int], float]]:
     """SSNT beam search for one utterance's encoder output (S, E).
 
     On frame i a hypothesis emits up to ``max_symbols_per_frame`` tokens, then shifts; on the last
     frame it must end with an emission (the SSNT path ends by emitting on frame S-1, no shift):
-    any emission, or with the objective's ``end_token`` the end token (id ``blank_id``), which
-    then ends the path. Hypotheses never contain ``blank_id``. ``scorer``: word-LM fusion (see
+    any emission, or with ``end_token`` the end token (id ``blank_id``), which then ends the path.
+    Hypotheses never contain ``blank_id``. `model` has `predictor`, `joiner` and `choose_head`;
+    `blank_id` and `end_token` default to the model objective's. ``scorer``: word-LM fusion (see
     :func:`ctc_prefix_beam_search`).
     """
-    blank = model.objective.blank_id
-    end_token = getattr(model.objective, "end_token", False)
+    blank = model.objective.blank_id if blank_id is None else blank_id
+    end_token = getattr(model.objective, "end_token", False) if end_token is None else end_token
     enc_proj = model.joiner.encoder_proj(enc)
     cache = _start_cache(model, enc.device)
     fusion = _Fusion(scorer)
@@ -209,9 +221,8 @@ def ssnt_beam_search(model, enc: torch.Tensor, beam_size: int, max_symbols_per_f
             histories = list(pending)
             scores = torch.tensor([pending[h] for h in histories], dtype=torch.float64)
             hidden = model.joiner.hidden(enc_proj[i : i + 1], _predictor_outputs(model, histories, cache))
-            log_emit = model.choose_head(hidden).double().cpu()
+            token_lp, log_emit = (x.double().cpu() for x in ssnt_scores(model.joiner, model.choose_head, hidden))
             log_shift = torch.log(-torch.expm1(log_emit.clamp(max=-1e-12)))
-            token_lp = model.joiner.output(hidden).log_softmax(-1).double().cpu()
             for k, (h, score) in enumerate(zip(histories, scores.tolist())):
                 if not last_frame:
                     complete = score + float(log_shift[k])
@@ -245,26 +256,21 @@ class BeamSearchDecoder:
         self.rescore = rescore
         self.greedy = GreedyDecoder(max_symbols_per_frame)
 
-    def nbest(self, model, enc: torch.Tensor, length: int, scorer=None) -> list[tuple[list[int], float]]:
-        """Search-score n-best list for one utterance (enc (T, E), its length); ``scorer``: word-LM
-        fusion (:class:`~recipes.decoding.word_lm.WordLMScorer`), or None."""
-        name = model.objective.name
-        enc = enc[:length]
-        if name == "ctc":
-            return ctc_prefix_beam_search(model.ctc_head(enc[None])[0], self.beam_size, model.objective.blank_id,
-                                          scorer=scorer)
-        if name in ("rnnt", "modified_rnnt"):
-            return transducer_beam_search(model, enc, self.beam_size, scorer=scorer)
-        if name == "ssnt":
-            return ssnt_beam_search(model, enc, self.beam_size, self.max_symbols_per_frame, scorer=scorer)
-        raise ValueError(f"no beam search for loss {name!r}")
+    def nbest(self, model, enc: torch.Tensor, lengths: torch.Tensor,
+              scorer=None) -> list[list[tuple[list[int], float]]]:
+        """Search-score n-best list of each utterance of encoder output `enc` (B, T, E): the objective's `beam`
+        hook; ``scorer`` (word-LM fusion, :class:`~recipes.decoding.word_lm.WordLMScorer`) is passed on when
+        given."""
+        fusion = {"scorer": scorer} if scorer is not None else {}
+        return model.objective.beam(model, enc, lengths, self.beam_size,
+                                    max_symbols_per_frame=self.max_symbols_per_frame, **fusion)
 
     @torch.no_grad()
     def __call__(self, model, enc: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
         greedy = self.greedy(model, enc, lengths)
         hyps = []
-        for b, length in enumerate(lengths.tolist()):
-            candidates = [tokens for tokens, _ in self.nbest(model, enc[b], length)]
+        for b, (length, nbest) in enumerate(zip(lengths.tolist(), self.nbest(model, enc, lengths), strict=True)):
+            candidates = [tokens for tokens, _ in nbest]
             if not self.rescore:
                 hyps.append(candidates[0])
                 continue

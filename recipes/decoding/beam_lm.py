@@ -60,8 +60,9 @@ class BeamLMDecoder(BeamSearchDecoder):
             raise RuntimeError("BeamLMDecoder: call prepare() with the word LM before decoding")
         greedy = self.greedy(model, enc, lengths) if self.rescore else None
         hyps = []
-        for b, length in enumerate(lengths.tolist()):
-            candidates = [tokens for tokens, _ in self.nbest(model, enc[b], length, scorer=scorer)]
+        nbests = self.nbest(model, enc, lengths, scorer=scorer)
+        for b, (length, nbest) in enumerate(zip(lengths.tolist(), nbests, strict=True)):
+            candidates = [tokens for tokens, _ in nbest]
             if self.rescore:
                 extra = [greedy[b], []] if self.lexicon else [greedy[b]]  # [] is always in the lexicon
                 candidates = list({tuple(c): c for c in [*candidates, *extra]}.values())

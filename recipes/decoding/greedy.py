@@ -1,10 +1,13 @@
-"""Batched greedy decoding for CTC, RNN-T, the modified transducer and SSNT.
+"""Batched greedy search algorithms for CTC, the transducers and SSNT, and the greedy decoder.
 
-All functions take encoder output (B, T, E) with lengths and return one list of token ids per
-utterance (blank never appears in a hypothesis).
+The search functions take encoder output (B, T, E) with lengths and return one list of token ids
+per utterance (blank never appears in a hypothesis). Each objective's `greedy` hook
+(recipes/models/objectives.py) calls the one for its loss; :class:`GreedyDecoder` calls the hook.
 """
 import torch
 from torch import nn
+
+from recipes.models.heads import ssnt_scores
 
 
 def ctc_greedy(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0) -> list[list[int]]:
@@ -99,12 +102,10 @@ def ssnt_greedy(
         active = lengths > t
         last = lengths - 1 == t
         for _ in range(max_symbols_per_frame):
-            hidden = joiner.hidden(enc_proj[:, t], pred_proj)
-            log_q = joiner.output(hidden).float().log_softmax(dim=-1)
+            log_q, log_emit = ssnt_scores(joiner, choose_head, joiner.hidden(enc_proj[:, t], pred_proj))
             no_blank = log_q.index_fill(1, blank, float("-inf"))
             log_q = torch.where(last[:, None], log_q, no_blank) if end_token else no_blank
             best_log_q, best = log_q.max(dim=-1)
-            log_emit = choose_head(hidden).float()
             log_shift = torch.log(-torch.expm1(log_emit))
             emit = active & (last | (log_emit + best_log_q > log_shift))
             if end_token:
@@ -122,7 +123,8 @@ def ssnt_greedy(
 
 
 class GreedyDecoder:
-    """Greedy decoding of a model with the recipe's components, for whichever loss it was trained with.
+    """Greedy decoding of a model with the recipe's components, for whichever loss it was trained with:
+    the model's objective's `greedy` hook.
 
     `max_symbols_per_frame` caps RNN-T and SSNT emissions per encoder frame (the modified
     transducer always uses 1).
@@ -135,16 +137,5 @@ class GreedyDecoder:
 
     @torch.no_grad()
     def __call__(self, model, enc: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-        """Hypotheses for encoder output `enc` of `model` (which has `objective`, heads, `blank_id`)."""
-        name = model.objective.name
-        blank = model.objective.blank_id
-        if name == "ctc":
-            return ctc_greedy(model.ctc_head(enc), lengths, blank)
-        if name == "rnnt":
-            return transducer_greedy(enc, lengths, model.predictor, model.joiner, blank, self.max_symbols_per_frame)
-        if name == "modified_rnnt":
-            return transducer_greedy(enc, lengths, model.predictor, model.joiner, blank, 1)
-        if name == "ssnt":
-            return ssnt_greedy(enc, lengths, model.predictor, model.joiner, model.choose_head, blank,
-                               self.max_symbols_per_frame, getattr(model.objective, "end_token", False))
-        raise ValueError(f"no greedy decoder for loss {name!r}")
+        """Hypotheses for encoder output `enc` of `model` (which has `objective` and the heads it uses)."""
+        return model.objective.greedy(model, enc, lengths, max_symbols_per_frame=self.max_symbols_per_frame)

@@ -36,7 +36,8 @@ class ASRLitModule(L.LightningModule):
     mean_b[−log P(y_b | x_b)] + aux_ctc_weight · mean_b[CTC_b]. It helps the encoder to learn
     where tokens are before the predictor learns to guess them. `train/loss` stays the objective's
     own negative log-likelihood (comparable across losses); the CTC term is `train/aux_ctc_loss`.
-    With weight 0 (or for `loss=ctc`, where the CTC head is the output layer) no extra head is kept.
+    With weight 0 (or for an objective without `supports_aux_ctc`, such as `loss=ctc`, where the CTC
+    head is the output layer) no extra head is kept.
     """
 
     def __init__(
@@ -55,8 +56,8 @@ class ASRLitModule(L.LightningModule):
         super().__init__()
         if not aux_ctc_weight >= 0.0:
             raise ValueError(f"aux_ctc_weight must be >= 0, got {aux_ctc_weight}")
-        if objective.name == "ctc":
-            aux_ctc_weight = 0.0  # the CTC head is the model's output layer already
+        if not objective.supports_aux_ctc:
+            aux_ctc_weight = 0.0  # e.g. CTC: the CTC head is the model's output layer already
         elif aux_ctc_weight == 0.0:
             ctc_head = None  # no auxiliary loss: do not keep (or checkpoint) an unused head
         elif ctc_head is None:

@@ -40,3 +40,13 @@ class ChooseHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return nn.functional.logsigmoid(self.output(hidden).squeeze(-1))
+
+
+def ssnt_scores(joiner: nn.Module, choose_head: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSNT scores of joiner activations `hidden` (..., joiner_dim), in float32: the token
+    log-probabilities log q (..., vocab) (the joiner's output, log-softmax) and log P(emit) (...).
+
+    The one place where a cell of the SSNT lattice is scored: the objective, forced alignment,
+    greedy and beam search all call it.
+    """
+    return joiner.output(hidden).float().log_softmax(dim=-1), choose_head(hidden).float()

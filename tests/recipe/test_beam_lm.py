@@ -88,7 +88,7 @@ def test_zero_weights_equal_plain_ctc_beam_search(tmp_path):
             fused = BeamLMDecoder(beam_size=5, lm_weight=0.0, word_score=0.0, lexicon=False, rescore=rescore)
             fused.prepare(lm, CHARS)
             assert fused(model, enc, lengths) == plain(model, enc, lengths), seed
-            assert fused.nbest(model, enc[0], 12, scorer=fused.scorer) == plain.nbest(model, enc[0], 12), seed
+            assert fused.nbest(model, enc, lengths, scorer=fused.scorer) == plain.nbest(model, enc, lengths), seed
 
 
 def test_lexicon_mode_never_emits_an_out_of_lexicon_word(tmp_path):
@@ -252,7 +252,7 @@ def test_zero_weights_equal_plain_beam_search_for_transducers(tmp_path, loss, en
             fused.prepare(lm, CHARS6)
             with torch.no_grad():
                 assert fused(model, enc, lengths) == plain(model, enc, lengths), (seed, rescore)
-                assert fused.nbest(model, enc[0], 9, scorer=fused.scorer) == plain.nbest(model, enc[0], 9)
+                assert fused.nbest(model, enc, lengths, scorer=fused.scorer) == plain.nbest(model, enc, lengths)
 
 
 @pytest.mark.parametrize(("loss", "end_token"), LOSSES)
@@ -276,7 +276,8 @@ def test_transducer_forbidden_word_changes_the_hypothesis(tmp_path, loss, end_to
             fused = BeamLMDecoder(beam_size=4, lm_weight=1.0, lexicon=False, rescore=rescore).prepare(forbidden, CHARS6)
             with torch.no_grad():
                 hyp = CHARS6.decode(fused(model, enc, lengths)[0]).split()
-                searched = [CHARS6.decode(t).split() for t, _ in fused.nbest(model, enc[0], 10, scorer=fused.scorer)]
+                nbest = fused.nbest(model, enc, lengths, scorer=fused.scorer)[0]
+                searched = [CHARS6.decode(t).split() for t, _ in nbest]
             assert words[0] not in hyp, (seed, words, hyp)
             assert words[0] not in searched[0]
         changed += 1

@@ -146,6 +146,31 @@ def test_stop_and_resume_is_exact(case, tiny_corpus, references, tmp_path):
     assert {**{s: v for s, v in before.items() if s < stopped_at}, **after} == losses
 
 
+
+def test_resume_with_additive_noise_is_exact(tiny_corpus, reference, tmp_path):
+    """With `data.noise` on, a run stopped mid epoch (loader workers) and resumed ends bitwise equal to an
+    uninterrupted one, and differs from the clean reference (the noise was applied)."""
+    import numpy as np
+    import soundfile
+
+    noise_dir = tmp_path / "musan" / "noise" / "free-sound"
+    noise_dir.mkdir(parents=True)
+    soundfile.write(noise_dir / "noise.wav", np.random.default_rng(0).normal(0, 0.1, 24000).astype(np.float32), 16000)
+    noise = f"data.noise={{dir:{tmp_path / 'musan'},snr_db:[0,10],prob:0.7}}"
+    full, full_dir = train_process(tiny_corpus, tmp_path, "full", noise)
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert "train: AdditiveNoise(" in full.stdout + full.stderr
+    losses = step_losses(full_dir)
+    assert sorted(losses) == list(range(15)) and losses != reference[1]
+    stopped, stopped_dir = train_process(tiny_corpus, tmp_path, "stopped", noise, *signal_at("SIGINT", 7, "step"),
+                                         num_workers=1)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    resumed, resumed_dir = train_process(tiny_corpus, tmp_path, "resumed", noise, "ckpt_path=last", num_workers=1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same(final_state(resumed_dir), final_state(full_dir))
+    before, after = step_losses(stopped_dir), step_losses(resumed_dir)
+    assert {**{s: v for s, v in before.items() if s < min(after)}, **after} == losses
+
 def slurm_job(tmp_path: Path) -> tuple[dict, Path]:
     """Environment of a one-task SLURM batch job (as Lightning detects one) whose `scontrol` is a stub
     that records its arguments in the returned file."""
