@@ -89,6 +89,8 @@ class WordLMScorer:
         key = (context, word)
         log10p = self._lm_cache.get(key)
         if log10p is None:
+            if len(self._lm_cache) > 2_000_000:  # bounded memory over a long decode
+                self._lm_cache.clear()
             log10p = self._lm_cache[key] = self.lm.score(context, word)
         return self.lm_weight * LN10 * log10p + (self.word_score if word != EOS else 0.0)
 
