@@ -1,15 +1,16 @@
 """Decodes a trained model and writes WER files:
-`python decode.py [ckpt_path=...] [decoding=greedy|beam|viterbi] [device=cpu|cuda|cuda:N]`.
+`python decode.py [ckpt_path=...] [decoding=greedy|beam] [alignment=viterbi] [device=cpu|cuda|cuda:N]`.
 
 Loads the training run's resolved config (`<run>/config.yaml`), rebuilds its data module and
 model, loads (optionally averages) checkpoints, moves the model and each batch to the device (a
 CUDA GPU when one is available, like training; `device=` overrides), then either recognises the
 test/dev split (greedy or beam search) and writes `recogs-*`, `errs-*`, `wer-summary-*` and a JSON under
-`<run>/decode/`, or (decoding=viterbi) force-aligns the references and writes a CTM file and
-occupancy plots. Outputs are named by every setting, so nothing is overwritten.
+`<run>/decode/`, or (alignment=viterbi) force-aligns the references instead and writes a CTM file
+and occupancy plots. Outputs are named by every setting, so nothing is overwritten.
 """
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from recipes.decoding.alignment import ForcedAligner, ctm_lines, plot_alignment  # noqa: E402
 from recipes.decoding.wer_files import write_results  # noqa: E402
+from recipes.models.joiner import upgrade_model_config  # noqa: E402
 from recipes.utils.checkpoints import checkpoint_problem, readable_checkpoints  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -132,11 +134,15 @@ def averaged_state_dict(paths: list[Path]) -> dict:
 
 
 def settings_suffix(cfg: DictConfig, checkpoints: list[Path]) -> str:
-    name = cfg.decoding._target_.rsplit(".", 1)[-1]
-    parts = {"GreedyDecoder": ["greedy", f"maxsym{cfg.decoding.get('max_symbols_per_frame', 1)}"],
-             "BeamSearchDecoder": ["beam", f"size{cfg.decoding.get('beam_size')}",
-                                   "rescored" if cfg.decoding.get("rescore", True) else "search-scores"],
-             "ForcedAligner": ["viterbi"]}.get(name, [name])
+    if cfg.get("alignment") is not None:
+        name = cfg.alignment._target_.rsplit(".", 1)[-1]
+        parts = {"ForcedAligner": ["viterbi"]}.get(name, [name])
+    else:
+        name = cfg.decoding._target_.rsplit(".", 1)[-1]
+        parts = {"GreedyDecoder": ["greedy", f"maxsym{cfg.decoding.get('max_symbols_per_frame', 1)}"],
+                 "BeamSearchDecoder": ["beam", f"size{cfg.decoding.get('beam_size')}",
+                                       "rescored" if cfg.decoding.get("rescore", True) else "search-scores"],
+                 }.get(name, [name])
     parts.append(checkpoints[-1].stem + (f"-avg{len(checkpoints)}" if len(checkpoints) > 1 else ""))
     return "_".join(parts)
 
@@ -156,18 +162,19 @@ def decode(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("test" if cfg.split == "test" else "validate")
     loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
-    model = hydra.utils.instantiate(train_cfg.model)
+    model = hydra.utils.instantiate(upgrade_model_config(train_cfg.model))
     model.load_state_dict(averaged_state_dict(checkpoints))
     model.to(device)
     model.eval()
     tokenizer = datamodule.tokenizer
-    decoder = hydra.utils.instantiate(cfg.decoding)
     suffix = settings_suffix(cfg, checkpoints)
     out_dir = run_dir / "decode"
     frame_shift = 0.01 * getattr(model.transcriber, "stack", 1)
 
-    if isinstance(decoder, ForcedAligner):
-        return _align(model, loader, tokenizer, decoder, out_dir, cfg, suffix, frame_shift, run_dir, device)
+    if cfg.get("alignment") is not None:
+        aligner = hydra.utils.instantiate(cfg.alignment)
+        return _align(model, loader, tokenizer, aligner, out_dir, cfg, suffix, frame_shift, run_dir, device)
+    decoder = hydra.utils.instantiate(cfg.decoding)
 
     results, audio_s, decode_s = [], 0.0, 0.0
     with torch.no_grad():
@@ -196,7 +203,8 @@ def decode(cfg: DictConfig) -> dict:
     return summary
 
 
-def _align(model, loader, tokenizer, aligner, out_dir, cfg, suffix, frame_shift, run_dir, device) -> dict:
+def _align(model, loader, tokenizer, aligner: ForcedAligner, out_dir, cfg, suffix, frame_shift, run_dir,
+           device) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     ctm_path = out_dir / f"ctm-{cfg.split}-{suffix}.ctm"
     plots, count, infeasible = [], 0, 0
@@ -238,5 +246,15 @@ def main(cfg: DictConfig) -> None:
     decode(cfg)
 
 
+def moved_override_message(argv: list[str]) -> str | None:
+    """The message for `decoding=viterbi`, which became `alignment=viterbi` (else None)."""
+    if "decoding=viterbi" in argv:
+        return ("decode.py: decoding=viterbi is now alignment=viterbi (forced alignment is decode.py's other mode, "
+                "not a decoder): python decode.py alignment=viterbi ...")
+    return None
+
+
 if __name__ == "__main__":
+    if moved := moved_override_message(sys.argv[1:]):
+        sys.exit(moved)
     main()

@@ -135,9 +135,41 @@ def test_decoding_instantiates(tmp_path):
     assert decoder.max_symbols_per_frame == cfg.decoding.max_symbols_per_frame
 
 
-def test_joiner_mode_override(tmp_path):
-    cfg = compose_train(["model.joiner.mode=packed"], tmp_path)
-    assert hydra.utils.instantiate(cfg.model).joiner.mode == "packed"
+@pytest.mark.parametrize("loss", ["rnnt", "modified_rnnt", "ssnt"])
+def test_joiner_mode_is_a_loss_key(loss, tmp_path):
+    """The objective evaluates the joiner, so its mode is `loss.joiner_mode`; the joiner refuses the old key."""
+    assert hydra.utils.instantiate(compose_train([f"loss={loss}"], tmp_path).model).objective.joiner_mode == "dense"
+    cfg = compose_train([f"loss={loss}", "loss.joiner_mode=packed"], tmp_path)
+    assert hydra.utils.instantiate(cfg.model).objective.joiner_mode == "packed"
+    assert "mode" not in cfg.model.joiner
+    old = compose_train([f"loss={loss}", "+model.joiner.mode=fused"], tmp_path)
+    with pytest.raises(Exception, match=r"set loss\.joiner_mode=fused"):
+        hydra.utils.instantiate(old.model)
+
+
+def test_configs_with_the_old_joiner_mode_key_still_build(tmp_path):
+    """A run's config.yaml or a model file written with `model.joiner.mode` builds the same model, mode moved."""
+    import copy
+
+    from recipes.models.joiner import upgrade_model_config
+
+    new = OmegaConf.to_container(compose_train(["loss=ssnt", "loss.joiner_mode=fused"], tmp_path).model, resolve=True)
+    old = copy.deepcopy(new)
+    del old["objective"]["joiner_mode"]
+    old["joiner"]["mode"] = "fused"
+    model = hydra.utils.instantiate(upgrade_model_config(OmegaConf.create(old)))  # as decode.py reads config.yaml
+    assert model.objective.joiner_mode == "fused"
+    assert upgrade_model_config(old) == new  # as inference.py reads a model file's dict
+    assert upgrade_model_config(copy.deepcopy(new)) == new  # nothing to move
+    ctc = OmegaConf.to_container(compose_train(["loss=ctc"], tmp_path).model, resolve=True)
+    assert upgrade_model_config(copy.deepcopy(ctc)) == ctc  # no joiner
+
+
+def test_subsampling_factor_follows_the_transcriber(tmp_path):
+    for option in _options("data"):
+        cfg = compose_train([f"data={option}", "model.transcriber.stack=6"], tmp_path)
+        assert cfg.data.subsampling_factor == 6, option
+    assert compose_train([], tmp_path).data.subsampling_factor == 4
 
 
 @pytest.mark.parametrize("overrides", [[], ["data=librispeech"], ["trainer=gpu"], ["trainer=ddp"],
