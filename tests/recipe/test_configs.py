@@ -1,5 +1,7 @@
 """Every config group composes and instantiates; `loss=X` changes only the objective and its heads."""
 
+from pathlib import Path
+
 import hydra
 import lightning as L
 import pytest
@@ -65,7 +67,10 @@ DATA_REQUIRED = {
 }
 
 
-@pytest.mark.parametrize("option", _options("data"))
+DATA_PRESETS = [option for option in _options("data") if option != "base"]  # base.yaml: the keys they share
+
+
+@pytest.mark.parametrize("option", DATA_PRESETS)
 def test_data_instantiates(option, tmp_path):
     required = [item.format(tmp=tmp_path) for item in DATA_REQUIRED.get(option, [])]
     cfg = compose_train([f"data={option}", *required], tmp_path)
@@ -196,3 +201,44 @@ def test_run_sh_adds_the_readme_budget_unless_given_an_experiment(tmp_path):
     assert train_args() == ["train.py", "experiment=readme_run"]
     assert train_args("loss=ctc") == ["train.py", "experiment=readme_run", "loss=ctc"]
     assert train_args("experiment=librispeech_100h_rnnt") == ["train.py", "experiment=librispeech_100h_rnnt"]
+
+
+def test_base_data_config_is_not_a_corpus(tmp_path):
+    cfg = compose_train(["data=base"], tmp_path)
+    with pytest.raises(Exception, match=r"Missing mandatory value: data\.root"):
+        hydra.utils.instantiate(cfg.data)
+
+
+@pytest.mark.parametrize("option", DATA_PRESETS)
+def test_data_presets_resolve_to_their_frozen_values(option, tmp_path):
+    """Each preset composes (conf/data/base.yaml + what differs) to exactly the values in expected_data_configs.yaml."""
+    expected = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent / "expected_data_configs.yaml"))
+    assert sorted(expected) == DATA_PRESETS
+    cfg = compose_train([f"data={option}"], tmp_path)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data["root"] = data["root"].replace(str(cfg.paths.data_dir), "${paths.data_dir}", 1)
+    assert data == expected[option]
+    assert list(data) == list(expected[option])  # the order too: `--cfg job` prints the same
+
+
+def repeated_keys(preset: dict, base: dict, prefix: str = "") -> list[str]:
+    """Keys that `preset` sets to the value `base` already gives them (leaf by leaf in nested nodes)."""
+    found = []
+    for key, value in preset.items():
+        if key == "defaults" or key not in base:
+            continue
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            found += repeated_keys(value, base[key], f"{prefix}{key}.")
+        elif value == base[key]:
+            found.append(prefix + key)
+    return found
+
+
+def test_data_presets_list_only_what_differs_from_base():
+    base = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "base.yaml"))
+    assert repeated_keys({"seed": 0, "spec_augment": {"num_time_masks": 2, "freq_mask_width": 9}}, base) == [
+        "seed", "spec_augment.num_time_masks"]  # a repeated key, at the top and inside a node, is found
+    for option in DATA_PRESETS:
+        preset = OmegaConf.to_container(OmegaConf.load(CONF / "data" / f"{option}.yaml"))
+        assert preset["defaults"] == ["base", "_self_"], option
+        assert repeated_keys(preset, base) == [], option
