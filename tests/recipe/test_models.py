@@ -31,12 +31,13 @@ def _batch(seed=0):
 
 def _module(objective, mode="dense", seed=0):
     torch.manual_seed(seed)
+    objective.joiner_mode = mode  # how the objective evaluates the joiner (config: loss.joiner_mode)
     parts = {"transcriber": LSTMTranscriber(80, 4, 16, 2, True, 0.0, E)}
     if objective.name == "ctc":
         parts["ctc_head"] = CTCHead(E, V)
     else:
         parts["predictor"] = LSTMPredictor(V, 8, 16, 1, 0.0, E)
-        parts["joiner"] = Joiner(E, E, 16, V, "tanh", mode)
+        parts["joiner"] = Joiner(E, E, 16, V, "tanh")
     if objective.name == "ssnt":
         parts["choose_head"] = ChooseHead(16)
     module = ASRLitModule(objective=objective, optimizer=torch.optim.SGD, **parts)
@@ -109,10 +110,15 @@ def test_packed_joiner_equals_dense_cells():
 
 
 def test_bad_joiner_settings_raise():
-    with pytest.raises(ValueError, match="mode"):
-        Joiner(E, E, 16, V, mode="sparse")
+    with pytest.raises(ValueError, match=r"loss\.joiner_mode must be one of dense, packed, fused, got 'sparse'"):
+        TransducerObjective("rnnt", joiner_mode="sparse")
+    with pytest.raises(ValueError, match=r"loss\.joiner_mode must be one of"):
+        SSNTObjective(joiner_mode="sparse")
     with pytest.raises(ValueError, match="activation"):
         Joiner(E, E, 16, V, activation="swish")
+    # the mode was a joiner setting (model.joiner.mode): the joiner names the key that replaced it
+    with pytest.raises(ValueError, match=r"model\.joiner\.mode=packed .* set loss\.joiner_mode=packed"):
+        Joiner(E, E, 16, V, mode="packed")
 
 
 @pytest.mark.parametrize("name", ["rnnt", "modified_rnnt", "ssnt"])
