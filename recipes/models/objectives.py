@@ -5,14 +5,14 @@ per-utterance negative log-likelihood −log P(y | x) (B,) (`__call__`), so that
 batch mean) compares across losses, and owns the searches of its lattice: the hooks `greedy`,
 `beam` and `align`, which the decoders (recipes/decoding/) call. The search algorithms themselves
 are functions in recipes/decoding/ shared by the objectives of a family. The seqloss call of the
-loss is timed (`last_loss_ms`, forward only, device-synchronised) for `perf/loss_ms`.
+loss is timed (`loss_timer`, forward only; CUDA events, read a step later without a device
+synchronisation) for `perf/loss_ms`.
 
 A new loss is one subclass of :class:`Objective` (here or in any module a config can name) plus its
 conf/loss/<name>.yaml; nothing else switches on the loss.
 """
-import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from recipes.decoding.beam import ctc_prefix_beam_search, ssnt_beam_search, tran
 from recipes.decoding.greedy import ctc_greedy, ssnt_greedy, transducer_greedy
 from recipes.models.heads import ssnt_scores
 from recipes.models.joiner import MODES
+from recipes.utils.timing import LossTimer
 from seqloss import packed_cells
 
 NBest = list[tuple[list[int], float]]
@@ -35,25 +36,6 @@ class Parts(Protocol):
     joiner: nn.Module | None
     ctc_head: nn.Module | None
     choose_head: nn.Module | None
-
-
-class _LossTimer:
-    """Measures the wall time of the wrapped block in milliseconds, synchronising CUDA."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.ms = 0.0
-
-    def __enter__(self) -> "_LossTimer":
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.ms = (time.perf_counter() - self.start) * 1000.0
 
 
 def _seqloss_fn(name: str):
@@ -103,7 +85,12 @@ class Objective:
 
     def __init__(self, blank_id: int = 0) -> None:
         self.blank_id = blank_id
-        self.last_loss_ms = 0.0
+        self.loss_timer: LossTimer | None = None  # the last loss forward's timer (read by PerfMonitor)
+
+    @property
+    def last_loss_ms(self) -> float:
+        """Milliseconds of the last loss forward (waits for it on CUDA; 0.0 before the first)."""
+        return self.loss_timer.ms if self.loss_timer is not None else 0.0
 
     def check_parts(self, parts: Parts) -> None:
         """Raises ValueError naming the components this loss needs but the model lacks."""
@@ -136,10 +123,10 @@ class CTCObjective(Objective):
 
     def __call__(self, parts, enc, enc_lengths, targets, target_lengths):
         log_probs = parts.ctc_head(enc).float().transpose(0, 1)  # (T, B, V)
-        with _LossTimer(enc.device) as timer:
+        with LossTimer(enc.device) as timer:
             loss = _seqloss_fn("ctc_loss")(log_probs, targets, enc_lengths, target_lengths,
                                            blank=self.blank_id, reduction="none")
-        self.last_loss_ms = timer.ms
+        self.loss_timer = timer
         return loss
 
     def greedy(self, model, enc, lengths, max_symbols_per_frame=3):
@@ -205,10 +192,10 @@ class TransducerObjective(Objective):
         pred = parts.predictor(targets)
         kwargs = dict(blank=self.blank_id, clamp=self.clamp, reduction="none", **self.loss_kwargs)
         if self.joiner_mode == "fused":
-            with _LossTimer(enc.device) as timer:
+            with LossTimer(enc.device) as timer:
                 loss = _seqloss_fn("fused_transducer_loss")(joiner, enc, pred, targets, enc_lengths, target_lengths,
                                                             loss=self.name, **kwargs)
-            self.last_loss_ms = timer.ms
+            self.loss_timer = timer
             return loss
         if self.joiner_mode == "packed":
             logits = joiner.packed(enc, pred, enc_lengths, target_lengths)
@@ -216,9 +203,9 @@ class TransducerObjective(Objective):
             logits = joiner(enc, pred)
         if self.inplace_grad and logits.requires_grad:
             kwargs["inplace_grad"] = True
-        with _LossTimer(enc.device) as timer:
+        with LossTimer(enc.device) as timer:
             loss = _seqloss_fn(self.variant.loss)(logits, targets, enc_lengths, target_lengths, **kwargs)
-        self.last_loss_ms = timer.ms
+        self.loss_timer = timer
         return loss
 
     def greedy(self, model, enc, lengths, max_symbols_per_frame=3):
@@ -272,18 +259,18 @@ class SSNTObjective(Objective):
         if self.end_token:
             targets, target_lengths = append_end_token(targets, target_lengths, self.blank_id)
         if self.joiner_mode == "fused":
-            with _LossTimer(enc.device) as timer:
+            with LossTimer(enc.device) as timer:
                 loss = _seqloss_fn("fused_transducer_loss")(
                     joiner, enc, parts.predictor(targets), targets, enc_lengths, target_lengths, loss="ssnt",
                     reduction="none", choose_head=parts.choose_head)
-            self.last_loss_ms = timer.ms
+            self.loss_timer = timer
             return loss
         packed = self.joiner_mode == "packed"
         log_probs, log_p_choose, targets = self.lattice_scores(parts, enc, targets, target_lengths, packed=packed)
-        with _LossTimer(enc.device) as timer:
+        with LossTimer(enc.device) as timer:
             loss = _seqloss_fn("ssnt_loss")(log_probs, targets, log_p_choose, enc_lengths, target_lengths,
                                             reduction="none")
-        self.last_loss_ms = timer.ms
+        self.loss_timer = timer
         return loss
 
     @staticmethod

@@ -9,6 +9,7 @@ from recipes.decoding.greedy import GreedyDecoder, ctc_greedy, ssnt_greedy, tran
 from recipes.lit.module import ASRLitModule, BatchOutOfMemoryError
 from recipes.models import ChooseHead, CTCHead, Joiner, LSTMPredictor, LSTMTranscriber
 from recipes.models.objectives import CTCObjective, SSNTObjective, TransducerObjective
+from recipes.utils.timing import LossTimer
 from seqloss import packed_cells
 
 V = 12
@@ -144,6 +145,8 @@ def test_objective_is_negative_log_likelihood(name):
     loss.mean().backward()
     assert module.transcriber.lstm.weight_ih_l0.grad.abs().sum() > 0
     assert module.objective.last_loss_ms > 0
+    # the timer PerfMonitor reads a step later (CUDA events there, no synchronisation per step)
+    assert isinstance(module.objective.loss_timer, LossTimer) and not module.objective.loss_timer.cuda
 
 
 def test_rnnt_objective_equals_torchaudio():
