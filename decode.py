@@ -1,6 +1,6 @@
 """Decodes a trained model and writes WER files:
-`python decode.py [ckpt_path=...] [decoding=greedy|beam|beam_lm|viterbi] [tune=true] [device=cpu|cuda|cuda:N]
-[split=NAME|[A,B]]`.
+`python decode.py [ckpt_path=...] [decoding=greedy|beam|beam_lm] [tune=true] [alignment=viterbi]
+[device=cpu|cuda|cuda:N] [split=NAME|[A,B]]`.
 
 Loads the training run's resolved config (`<run>/config.yaml`), rebuilds its data module and
 model, loads (optionally averages) checkpoints, moves the model and each batch to the device (a
@@ -8,7 +8,7 @@ CUDA GPU when one is available, like training; `device=` overrides), then, for e
 `split=` (`test`, `dev`, or any split the data module knows by name, e.g. `test-other`; or a list
 of them, all decoded with the model loaded once), either recognises it (greedy or beam search)
 and writes `recogs-<split>-*`, `errs-<split>-*`, `wer-summary-<split>-*` and a JSON under
-`<run>/decode/`, or (decoding=viterbi) force-aligns the references and writes a CTM file and
+`<run>/decode/`, or (alignment=viterbi) force-aligns the references and writes a CTM file and
 occupancy plots. Outputs are named by the split and every setting, so nothing is overwritten.
 
 decoding=beam_lm adds a word n-gram LM of the training transcripts (built once, kept with the
@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -30,10 +31,11 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
 from recipes.data.text import normalize_text  # noqa: E402
-from recipes.decoding.alignment import ForcedAligner, ctm_lines, plot_alignment  # noqa: E402
+from recipes.decoding.alignment import ctm_lines, plot_alignment  # noqa: E402
 from recipes.decoding.arpa import ArpaLM  # noqa: E402
 from recipes.decoding.wer_files import write_results  # noqa: E402
 from recipes.metrics.wer import EditCounts, edit_counts  # noqa: E402
+from recipes.models.joiner import upgrade_model_config  # noqa: E402
 from recipes.utils.checkpoints import checkpoint_problem, readable_checkpoints  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -145,16 +147,20 @@ def averaged_state_dict(paths: list[Path]) -> dict:
 
 
 def settings_suffix(cfg: DictConfig, checkpoints: list[Path]) -> str:
-    name = cfg.decoding._target_.rsplit(".", 1)[-1]
-    parts = {"GreedyDecoder": ["greedy", f"maxsym{cfg.decoding.get('max_symbols_per_frame', 1)}"],
-             "BeamSearchDecoder": ["beam", f"size{cfg.decoding.get('beam_size')}",
+    if cfg.get("alignment") is not None:
+        name = cfg.alignment._target_.rsplit(".", 1)[-1]
+        parts = {"ForcedAligner": ["viterbi"]}.get(name, [name])
+    else:
+        name = cfg.decoding._target_.rsplit(".", 1)[-1]
+        parts = {"GreedyDecoder": ["greedy", f"maxsym{cfg.decoding.get('max_symbols_per_frame', 1)}"],
+                 "BeamSearchDecoder": ["beam", f"size{cfg.decoding.get('beam_size')}",
+                                       "rescored" if cfg.decoding.get("rescore", True) else "search-scores"],
+                 "BeamLMDecoder": ["beamlm", f"size{cfg.decoding.get('beam_size')}",
+                                   f"{cfg.decoding.get('lm_order')}gram", f"lmw{cfg.decoding.get('lm_weight')}",
+                                   f"ws{cfg.decoding.get('word_score')}",
+                                   "lexicon" if cfg.decoding.get("lexicon") else "open",
                                    "rescored" if cfg.decoding.get("rescore", True) else "search-scores"],
-             "BeamLMDecoder": ["beamlm", f"size{cfg.decoding.get('beam_size')}",
-                               f"{cfg.decoding.get('lm_order')}gram", f"lmw{cfg.decoding.get('lm_weight')}",
-                               f"ws{cfg.decoding.get('word_score')}",
-                               "lexicon" if cfg.decoding.get("lexicon") else "open",
-                               "rescored" if cfg.decoding.get("rescore", True) else "search-scores"],
-             "ForcedAligner": ["viterbi"]}.get(name, [name])
+                 }.get(name, [name])
     parts.append(checkpoints[-1].stem + (f"-avg{len(checkpoints)}" if len(checkpoints) > 1 else ""))
     return "_".join(parts)
 
@@ -172,6 +178,8 @@ def requested_splits(split) -> list[str]:
 def _check_tuning(cfg: DictConfig) -> None:
     if not cfg.get("tune"):
         return
+    if cfg.get("alignment") is not None:
+        raise ValueError("tune=true tunes recognition (decoding=beam_lm); it does not apply to alignment=viterbi")
     if cfg.decoding._target_.rsplit(".", 1)[-1] != "BeamLMDecoder":
         raise ValueError("tune=true grids lm_weight x word_score: it needs decoding=beam_lm")
     if cfg.tune_split != "dev":
@@ -250,11 +258,12 @@ def decode(cfg: DictConfig) -> dict:
     if unknown:
         raise ValueError(f"split: unknown split name(s) {', '.join(map(repr, unknown))}; the data module of "
                          f"{run_dir} knows: {', '.join(known)}")
-    model = hydra.utils.instantiate(train_cfg.model)
+    model = hydra.utils.instantiate(upgrade_model_config(train_cfg.model))
     model.load_state_dict(averaged_state_dict(checkpoints))
     model.to(device)
     model.eval()
-    decoder = hydra.utils.instantiate(cfg.decoding)
+    aligner = hydra.utils.instantiate(cfg.alignment) if cfg.get("alignment") is not None else None
+    decoder = hydra.utils.instantiate(cfg.decoding) if aligner is None else None
     tuned = None
     if getattr(decoder, "needs_word_lm", False):
         # loads the tokenizer: tuning reads dev first (and nothing of test), otherwise the first split
@@ -271,8 +280,8 @@ def decode(cfg: DictConfig) -> dict:
     summaries = {}
     for name in splits:
         loader = datamodule.split_dataloader(name)
-        if isinstance(decoder, ForcedAligner):
-            summaries[name] = _align(model, loader, datamodule.tokenizer, decoder, cfg, name, suffix, run_dir,
+        if aligner is not None:
+            summaries[name] = _align(model, loader, datamodule.tokenizer, aligner, cfg, name, suffix, run_dir,
                                      device)
         else:
             summaries[name] = _recognise(model, loader, datamodule.tokenizer, decoder, cfg, name, suffix,
@@ -359,5 +368,15 @@ def main(cfg: DictConfig) -> None:
     decode(cfg)
 
 
+def moved_override_message(argv: list[str]) -> str | None:
+    """The message for `decoding=viterbi`, which became `alignment=viterbi` (else None)."""
+    if "decoding=viterbi" in argv:
+        return ("decode.py: decoding=viterbi is now alignment=viterbi (forced alignment is decode.py's other mode, "
+                "not a decoder): python decode.py alignment=viterbi ...")
+    return None
+
+
 if __name__ == "__main__":
+    if moved := moved_override_message(sys.argv[1:]):
+        sys.exit(moved)
     main()

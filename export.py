@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from decode import averaged_state_dict, select_checkpoints  # noqa: E402
 from recipes.inference import build_model_file, save_model_file  # noqa: E402
+from recipes.models.joiner import upgrade_model_config  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def export(cfg: DictConfig) -> Path:
     datamodule.prepare_data()
     datamodule.setup("test")
     contents = build_model_file(
-        model_config=OmegaConf.to_container(train_cfg.model, resolve=True),
+        model_config=upgrade_model_config(OmegaConf.to_container(train_cfg.model, resolve=True)),
         state_dict=averaged_state_dict(checkpoints),
         tokenizer=datamodule.tokenizer, cmvn=datamodule.cmvn, num_mel_bins=datamodule.feature_dim,
         utterance_mean_norm=datamodule.utterance_mean_norm, loss=train_cfg.loss.name,

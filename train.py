@@ -46,16 +46,6 @@ def save_resolved_config(resolved: dict, output_dir: Path) -> None:
     OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml")
 
 
-def check_decoding(cfg: DictConfig) -> None:
-    """Refuses a `decoding` config that cannot decode during validation (forced alignment)."""
-    target = str(cfg.get("decoding", {}).get("_target_", ""))
-    if target.endswith("ForcedAligner"):
-        raise ValueError(
-            f"decoding={target.rsplit('.', 1)[-1]} (conf/decoding/viterbi.yaml) aligns the references, it does not "
-            "recognise speech, so it cannot score validation WER: train with decoding=greedy (the default) and "
-            "run the alignment with `python decode.py decoding=viterbi ckpt_path=...`")
-
-
 @task_wrapper
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fits (and tests) the configured model; returns (metrics, objects).
@@ -64,7 +54,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     with a checkpoint and raises `Preempted` (a SystemExit with status 128 + signal number): the
     test stage does not run.
     """
-    check_decoding(cfg)
     if cfg.get("num_threads"):
         torch.set_num_threads(cfg.num_threads)
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", False)))

@@ -23,6 +23,7 @@ from recipes.data.dataset import load_features
 from recipes.data.features import GlobalCMVN
 from recipes.data.manifest import Utterance
 from recipes.data.tokenizer import BLANK, CharTokenizer, SentencePieceTokenizer
+from recipes.models.joiner import upgrade_model_config
 from recipes.utils.files import partial_path
 
 FORMAT = "seqloss-asr-model"
@@ -139,7 +140,7 @@ class ExportedModel:
         self.cmvn = GlobalCMVN(contents["cmvn"]["mean"], contents["cmvn"]["std"])
         self.num_mel_bins = contents["features"]["num_mel_bins"]
         self.utterance_mean_norm = contents["features"]["utterance_mean_norm"]
-        self.model = hydra.utils.instantiate(contents["model_config"])
+        self.model = hydra.utils.instantiate(upgrade_model_config(contents["model_config"]))
         self.model.load_state_dict(contents["state_dict"])
         self.model.tokenizer = self.tokenizer
         self.model.to(self.device).eval()

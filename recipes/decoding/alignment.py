@@ -85,7 +85,7 @@ def plot_alignment(alignment: UtteranceAlignment, tokenizer, path, title: str = 
 
 
 class ForcedAligner:
-    """``decoding=viterbi``: align the references instead of recognising; plot ``num_plots`` utterances."""
+    """``decode.py alignment=viterbi``: align the references instead of recognising; plot ``num_plots`` utterances."""
 
     def __init__(self, num_plots: int = 10) -> None:
         if num_plots < 0:

@@ -5,14 +5,14 @@ per-utterance negative log-likelihood −log P(y | x) (B,) (`__call__`), so that
 batch mean) compares across losses, and owns the searches of its lattice: the hooks `greedy`,
 `beam` and `align`, which the decoders (recipes/decoding/) call. The search algorithms themselves
 are functions in recipes/decoding/ shared by the objectives of a family. The seqloss call of the
-loss is timed (`last_loss_ms`, forward only, device-synchronised) for `perf/loss_ms`.
+loss is timed (`loss_timer`, forward only; CUDA events, read a step later without a device
+synchronisation) for `perf/loss_ms`.
 
 A new loss is one subclass of :class:`Objective` (here or in any module a config can name) plus its
 conf/loss/<name>.yaml; nothing else switches on the loss.
 """
-import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -22,6 +22,8 @@ from recipes.decoding.alignment import LatticeAlignment
 from recipes.decoding.beam import ctc_prefix_beam_search, ssnt_beam_search, transducer_beam_search
 from recipes.decoding.greedy import ctc_greedy, ssnt_greedy, transducer_greedy
 from recipes.models.heads import ssnt_scores
+from recipes.models.joiner import MODES
+from recipes.utils.timing import LossTimer
 from seqloss import packed_cells
 
 NBest = list[tuple[list[int], float]]
@@ -36,30 +38,17 @@ class Parts(Protocol):
     choose_head: nn.Module | None
 
 
-class _LossTimer:
-    """Measures the wall time of the wrapped block in milliseconds, synchronising CUDA."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.ms = 0.0
-
-    def __enter__(self) -> "_LossTimer":
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.ms = (time.perf_counter() - self.start) * 1000.0
-
-
 def _seqloss_fn(name: str):
     fn = getattr(seqloss, name, None)
     if fn is None:
         raise NotImplementedError(f"seqloss.{name} is not available in this seqloss version")
     return fn
+
+
+def _check_joiner_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"loss.joiner_mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
 
 
 def _utterances(enc: torch.Tensor, lengths: torch.Tensor):
@@ -99,7 +88,12 @@ class Objective:
 
     def __init__(self, blank_id: int = 0) -> None:
         self.blank_id = blank_id
-        self.last_loss_ms = 0.0
+        self.loss_timer: LossTimer | None = None  # the last loss forward's timer (read by PerfMonitor)
+
+    @property
+    def last_loss_ms(self) -> float:
+        """Milliseconds of the last loss forward (waits for it on CUDA; 0.0 before the first)."""
+        return self.loss_timer.ms if self.loss_timer is not None else 0.0
 
     def check_parts(self, parts: Parts) -> None:
         """Raises ValueError naming the components this loss needs but the model lacks."""
@@ -132,10 +126,10 @@ class CTCObjective(Objective):
 
     def __call__(self, parts, enc, enc_lengths, targets, target_lengths):
         log_probs = parts.ctc_head(enc).float().transpose(0, 1)  # (T, B, V)
-        with _LossTimer(enc.device) as timer:
+        with LossTimer(enc.device) as timer:
             loss = _seqloss_fn("ctc_loss")(log_probs, targets, enc_lengths, target_lengths,
                                            blank=self.blank_id, reduction="none")
-        self.last_loss_ms = timer.ms
+        self.loss_timer = timer
         return loss
 
     def greedy(self, model, enc, lengths, max_symbols_per_frame=3):
@@ -174,7 +168,7 @@ TRANSDUCER_VARIANTS = {
 class TransducerObjective(Objective):
     """RNN-T (`name="rnnt"`) or the one-symbol-per-frame transducer (`name="modified_rnnt"`).
 
-    The joiner's `mode` picks dense logits, packed logits or the fused joiner+loss.
+    `joiner_mode` picks dense logits, packed logits or the fused joiner+loss (recipes.models.joiner.MODES).
     `clamp > 0` clamps the gradient w.r.t. the logits; `final_blank` is the modified
     transducer's forced final blank (design 3.4); `inplace_grad` lets the dense and packed modes
     write the gradient over the joiner's logits (seqloss's opt-in, one (B,T,U+1,V) buffer less).
@@ -185,8 +179,9 @@ class TransducerObjective(Objective):
     requires = ("predictor", "joiner")
 
     def __init__(self, name: str = "rnnt", blank_id: int = 0, clamp: float = -1.0, final_blank: bool = True,
-                 inplace_grad: bool = False) -> None:
+                 inplace_grad: bool = False, joiner_mode: str = "dense") -> None:
         super().__init__(blank_id)
+        self.joiner_mode = _check_joiner_mode(joiner_mode)
         if name not in TRANSDUCER_VARIANTS:
             raise ValueError(f"TransducerObjective name must be one of {sorted(TRANSDUCER_VARIANTS)}, got {name!r}")
         self.name = name
@@ -199,21 +194,21 @@ class TransducerObjective(Objective):
         joiner = parts.joiner
         pred = parts.predictor(targets)
         kwargs = dict(blank=self.blank_id, clamp=self.clamp, reduction="none", **self.loss_kwargs)
-        if joiner.mode == "fused":
-            with _LossTimer(enc.device) as timer:
+        if self.joiner_mode == "fused":
+            with LossTimer(enc.device) as timer:
                 loss = _seqloss_fn("fused_transducer_loss")(joiner, enc, pred, targets, enc_lengths, target_lengths,
                                                             loss=self.name, **kwargs)
-            self.last_loss_ms = timer.ms
+            self.loss_timer = timer
             return loss
-        if joiner.mode == "packed":
+        if self.joiner_mode == "packed":
             logits = joiner.packed(enc, pred, enc_lengths, target_lengths)
         else:
             logits = joiner(enc, pred)
         if self.inplace_grad and logits.requires_grad:
             kwargs["inplace_grad"] = True
-        with _LossTimer(enc.device) as timer:
+        with LossTimer(enc.device) as timer:
             loss = _seqloss_fn(self.variant.loss)(logits, targets, enc_lengths, target_lengths, **kwargs)
-        self.last_loss_ms = timer.ms
+        self.loss_timer = timer
         return loss
 
     def greedy(self, model, enc, lengths, max_symbols_per_frame=3):
@@ -244,8 +239,8 @@ class SSNTObjective(Objective):
     """Segment-to-segment neural transduction: the joiner scores tokens, the choose head emission.
 
     Predictor state j (after y_<j) meets encoder frame i; the joiner gives log-softmax token
-    scores (J, S, V) and the choose head log P(emit) at i. `packed` packs the target positions
-    (rows b then j, design 3.5); `dense` pads them.
+    scores (J, S, V) and the choose head log P(emit) at i. `joiner_mode`: `packed` packs the target
+    positions (rows b then j, design 3.5); `dense` pads them; `fused` is seqloss's fused joiner+loss.
 
     An SSNT path ends by emitting its last target on the last frame. With `end_token=True`, id
     `blank_id` is an end-of-sentence token appended to every target (as in Yu et al. 2016): the
@@ -257,29 +252,28 @@ class SSNTObjective(Objective):
     name = "ssnt"
     requires = ("predictor", "joiner", "choose_head")
 
-    def __init__(self, blank_id: int = 0, end_token: bool = False) -> None:
+    def __init__(self, blank_id: int = 0, end_token: bool = False, joiner_mode: str = "dense") -> None:
         super().__init__(blank_id)
         self.end_token = bool(end_token)
+        self.joiner_mode = _check_joiner_mode(joiner_mode)
 
     def __call__(self, parts, enc, enc_lengths, targets, target_lengths):
         joiner = parts.joiner
         if self.end_token:
             targets, target_lengths = append_end_token(targets, target_lengths, self.blank_id)
-        if joiner.mode == "fused":
-            with _LossTimer(enc.device) as timer:
+        if self.joiner_mode == "fused":
+            with LossTimer(enc.device) as timer:
                 loss = _seqloss_fn("fused_transducer_loss")(
                     joiner, enc, parts.predictor(targets), targets, enc_lengths, target_lengths, loss="ssnt",
                     reduction="none", choose_head=parts.choose_head)
-            self.last_loss_ms = timer.ms
+            self.loss_timer = timer
             return loss
-        if joiner.mode == "packed":
-            log_probs, log_p_choose, targets = self.lattice_scores(parts, enc, targets, target_lengths, packed=True)
-        else:
-            log_probs, log_p_choose, targets = self.lattice_scores(parts, enc, targets, target_lengths)
-        with _LossTimer(enc.device) as timer:
+        packed = self.joiner_mode == "packed"
+        log_probs, log_p_choose, targets = self.lattice_scores(parts, enc, targets, target_lengths, packed=packed)
+        with LossTimer(enc.device) as timer:
             loss = _seqloss_fn("ssnt_loss")(log_probs, targets, log_p_choose, enc_lengths, target_lengths,
                                             reduction="none")
-        self.last_loss_ms = timer.ms
+        self.loss_timer = timer
         return loss
 
     @staticmethod

@@ -113,6 +113,7 @@ def decode(name: str, beam: bool) -> None:
     from recipes.decoding.beam import BeamSearchDecoder, objective_log_likelihood
     from recipes.decoding.greedy import GreedyDecoder
     from recipes.metrics.wer import word_error_counts
+    from recipes.models.joiner import upgrade_model_config
 
     torch.set_num_threads(1)
     run = RUNS / name
@@ -120,7 +121,7 @@ def decode(name: str, beam: bool) -> None:
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("validate")
-    model = hydra.utils.instantiate(cfg.model)
+    model = hydra.utils.instantiate(upgrade_model_config(cfg.model))
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()

@@ -1,5 +1,7 @@
 """Every config group composes and instantiates; `loss=X` changes only the objective and its heads."""
 
+from pathlib import Path
+
 import hydra
 import lightning as L
 import pytest
@@ -65,7 +67,10 @@ DATA_REQUIRED = {
 }
 
 
-@pytest.mark.parametrize("option", _options("data"))
+DATA_PRESETS = [option for option in _options("data") if option != "base"]  # base.yaml: the keys they share
+
+
+@pytest.mark.parametrize("option", DATA_PRESETS)
 def test_data_instantiates(option, tmp_path):
     required = [item.format(tmp=tmp_path) for item in DATA_REQUIRED.get(option, [])]
     cfg = compose_train([f"data={option}", *required], tmp_path)
@@ -135,9 +140,41 @@ def test_decoding_instantiates(tmp_path):
     assert decoder.max_symbols_per_frame == cfg.decoding.max_symbols_per_frame
 
 
-def test_joiner_mode_override(tmp_path):
-    cfg = compose_train(["model.joiner.mode=packed"], tmp_path)
-    assert hydra.utils.instantiate(cfg.model).joiner.mode == "packed"
+@pytest.mark.parametrize("loss", ["rnnt", "modified_rnnt", "ssnt"])
+def test_joiner_mode_is_a_loss_key(loss, tmp_path):
+    """The objective evaluates the joiner, so its mode is `loss.joiner_mode`; the joiner refuses the old key."""
+    assert hydra.utils.instantiate(compose_train([f"loss={loss}"], tmp_path).model).objective.joiner_mode == "dense"
+    cfg = compose_train([f"loss={loss}", "loss.joiner_mode=packed"], tmp_path)
+    assert hydra.utils.instantiate(cfg.model).objective.joiner_mode == "packed"
+    assert "mode" not in cfg.model.joiner
+    old = compose_train([f"loss={loss}", "+model.joiner.mode=fused"], tmp_path)
+    with pytest.raises(Exception, match=r"set loss\.joiner_mode=fused"):
+        hydra.utils.instantiate(old.model)
+
+
+def test_configs_with_the_old_joiner_mode_key_still_build(tmp_path):
+    """A run's config.yaml or a model file written with `model.joiner.mode` builds the same model, mode moved."""
+    import copy
+
+    from recipes.models.joiner import upgrade_model_config
+
+    new = OmegaConf.to_container(compose_train(["loss=ssnt", "loss.joiner_mode=fused"], tmp_path).model, resolve=True)
+    old = copy.deepcopy(new)
+    del old["objective"]["joiner_mode"]
+    old["joiner"]["mode"] = "fused"
+    model = hydra.utils.instantiate(upgrade_model_config(OmegaConf.create(old)))  # as decode.py reads config.yaml
+    assert model.objective.joiner_mode == "fused"
+    assert upgrade_model_config(old) == new  # as inference.py reads a model file's dict
+    assert upgrade_model_config(copy.deepcopy(new)) == new  # nothing to move
+    ctc = OmegaConf.to_container(compose_train(["loss=ctc"], tmp_path).model, resolve=True)
+    assert upgrade_model_config(copy.deepcopy(ctc)) == ctc  # no joiner
+
+
+def test_subsampling_factor_follows_the_transcriber(tmp_path):
+    for option in _options("data"):
+        cfg = compose_train([f"data={option}", "model.transcriber.stack=6"], tmp_path)
+        assert cfg.data.subsampling_factor == 6, option
+    assert compose_train([], tmp_path).data.subsampling_factor == 4
 
 
 @pytest.mark.parametrize("overrides", [[], ["data=librispeech"], ["trainer=gpu"], ["trainer=ddp"],
@@ -164,3 +201,44 @@ def test_run_sh_adds_the_readme_budget_unless_given_an_experiment(tmp_path):
     assert train_args() == ["train.py", "experiment=readme_run"]
     assert train_args("loss=ctc") == ["train.py", "experiment=readme_run", "loss=ctc"]
     assert train_args("experiment=librispeech_100h_rnnt") == ["train.py", "experiment=librispeech_100h_rnnt"]
+
+
+def test_base_data_config_is_not_a_corpus(tmp_path):
+    cfg = compose_train(["data=base"], tmp_path)
+    with pytest.raises(Exception, match=r"Missing mandatory value: data\.root"):
+        hydra.utils.instantiate(cfg.data)
+
+
+@pytest.mark.parametrize("option", DATA_PRESETS)
+def test_data_presets_resolve_to_their_frozen_values(option, tmp_path):
+    """Each preset composes (conf/data/base.yaml + what differs) to exactly the values in expected_data_configs.yaml."""
+    expected = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent / "expected_data_configs.yaml"))
+    assert sorted(expected) == DATA_PRESETS
+    cfg = compose_train([f"data={option}"], tmp_path)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data["root"] = data["root"].replace(str(cfg.paths.data_dir), "${paths.data_dir}", 1)
+    assert data == expected[option]
+    assert list(data) == list(expected[option])  # the order too: `--cfg job` prints the same
+
+
+def repeated_keys(preset: dict, base: dict, prefix: str = "") -> list[str]:
+    """Keys that `preset` sets to the value `base` already gives them (leaf by leaf in nested nodes)."""
+    found = []
+    for key, value in preset.items():
+        if key == "defaults" or key not in base:
+            continue
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            found += repeated_keys(value, base[key], f"{prefix}{key}.")
+        elif value == base[key]:
+            found.append(prefix + key)
+    return found
+
+
+def test_data_presets_list_only_what_differs_from_base():
+    base = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "base.yaml"))
+    assert repeated_keys({"seed": 0, "spec_augment": {"num_time_masks": 2, "freq_mask_width": 9}}, base) == [
+        "seed", "spec_augment.num_time_masks"]  # a repeated key, at the top and inside a node, is found
+    for option in DATA_PRESETS:
+        preset = OmegaConf.to_container(OmegaConf.load(CONF / "data" / f"{option}.yaml"))
+        assert preset["defaults"] == ["base", "_self_"], option
+        assert repeated_keys(preset, base) == [], option

@@ -55,8 +55,9 @@ def test_greedy_and_beam_write_wer_files(trained_run):
 
 def test_viterbi_writes_ctm_and_plots(trained_run):
     loss, log_dir, run_dir = trained_run
-    result = _decode(log_dir, ["decoding=viterbi", "decoding.num_plots=2", "split=dev"])
+    result = _decode(log_dir, ["alignment=viterbi", "alignment.num_plots=2", "split=dev"])
     assert result["utterances"] == 12 and len(result["plots"]) == 2
+    assert Path(result["ctm"]).name.startswith("ctm-dev-viterbi_")
     lines = Path(result["ctm"]).read_text().splitlines()
     ids = {line.split()[0] for line in lines}
     assert len(ids) == 12 - result["infeasible"]
@@ -65,6 +66,18 @@ def test_viterbi_writes_ctm_and_plots(trained_run):
         assert channel == "1" and float(start) >= 0 and float(duration) == pytest.approx(0.04) and token
     for plot in result["plots"]:
         assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_old_viterbi_decoding_option_names_its_replacement():
+    import subprocess
+    import sys
+
+    from tests.recipe.recipe_cfg import REPO
+
+    done = subprocess.run([sys.executable, "decode.py", "decoding=viterbi"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and "decoding=viterbi is now alignment=viterbi" in done.stderr
+    assert "python decode.py alignment=viterbi" in done.stderr
 
 
 def test_checkpoint_averaging(trained_run):

@@ -108,7 +108,7 @@ def test_split_test_is_the_configured_test_split(libri_run, libri_root):
 
 def test_viterbi_aligns_each_split(libri_run, libri_root):
     log_dir, _ = libri_run
-    both = _decode(log_dir, ["decoding=viterbi", "decoding.num_plots=0", "split=[test-other,dev-clean]"])
+    both = _decode(log_dir, ["alignment=viterbi", "alignment.num_plots=0", "split=[test-other,dev-clean]"])
     other = {line.split()[0] for line in Path(both["test-other"]["ctm"]).read_text().splitlines()}
     assert both["test-other"]["utterances"] == 6 and other <= _folder_ids(libri_root / "test-other")
     assert both["dev-clean"]["utterances"] == 12 and "ctm-dev-clean-" in both["dev-clean"]["ctm"]

@@ -82,7 +82,7 @@ def intended_problems(name: str, cfg) -> list[str]:
         "trainer option": (cfg.hydra.runtime.choices.trainer, "ddp" if multi else "gpu"),
     }
     if loss != "ctc":
-        expect["joiner"] = ((cfg.model.joiner.joiner_dim, cfg.model.joiner.mode), (512, "packed"))
+        expect["joiner"] = ((cfg.model.joiner.joiner_dim, cfg.model.objective.joiner_mode), (512, "packed"))
         expect["predictor"] = ((cfg.model.predictor.embed_dim, cfg.model.predictor.output_dim), (512, 512))
     problems = [f"{key}: {got!r}, intended {want!r}" for key, (got, want) in expect.items() if got != want]
     step_s = trainer.devices * data.max_duration * trainer.get("accumulate_grad_batches", 1)
@@ -194,7 +194,7 @@ def test_960h_rnnt_trains_two_steps_on_a_librispeech_folder(tiny_corpus, tmp_pat
     assert trainer.global_step == 2
     assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == 4  # 2 batches per step
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/wer"])
-    assert objects["model"].joiner.mode == "packed"
+    assert objects["model"].objective.joiner_mode == "packed"
     manifests = sorted(p.stem for p in (cache / "manifests").glob("*.jsonl"))
     assert manifests == sorted(SPLITS["960h"] + ["dev-clean", "dev-other", "test-clean", "test-other"])
     assert (cache / "lang_bpe_64" / "sp.model").exists() and not any(root.glob("lang_*"))

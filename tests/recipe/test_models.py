@@ -9,6 +9,7 @@ from recipes.decoding.greedy import GreedyDecoder, ctc_greedy, ssnt_greedy, tran
 from recipes.lit.module import ASRLitModule, BatchOutOfMemoryError
 from recipes.models import ChooseHead, CTCHead, Joiner, LSTMPredictor, LSTMTranscriber
 from recipes.models.objectives import CTCObjective, SSNTObjective, TransducerObjective
+from recipes.utils.timing import LossTimer
 from seqloss import packed_cells
 
 V = 12
@@ -31,12 +32,13 @@ def _batch(seed=0):
 
 def _module(objective, mode="dense", seed=0):
     torch.manual_seed(seed)
+    objective.joiner_mode = mode  # how the objective evaluates the joiner (config: loss.joiner_mode)
     parts = {"transcriber": LSTMTranscriber(80, 4, 16, 2, True, 0.0, E)}
     if objective.name == "ctc":
         parts["ctc_head"] = CTCHead(E, V)
     else:
         parts["predictor"] = LSTMPredictor(V, 8, 16, 1, 0.0, E)
-        parts["joiner"] = Joiner(E, E, 16, V, "tanh", mode)
+        parts["joiner"] = Joiner(E, E, 16, V, "tanh")
     if objective.name == "ssnt":
         parts["choose_head"] = ChooseHead(16)
     module = ASRLitModule(objective=objective, optimizer=torch.optim.SGD, **parts)
@@ -109,10 +111,15 @@ def test_packed_joiner_equals_dense_cells():
 
 
 def test_bad_joiner_settings_raise():
-    with pytest.raises(ValueError, match="mode"):
-        Joiner(E, E, 16, V, mode="sparse")
+    with pytest.raises(ValueError, match=r"loss\.joiner_mode must be one of dense, packed, fused, got 'sparse'"):
+        TransducerObjective("rnnt", joiner_mode="sparse")
+    with pytest.raises(ValueError, match=r"loss\.joiner_mode must be one of"):
+        SSNTObjective(joiner_mode="sparse")
     with pytest.raises(ValueError, match="activation"):
         Joiner(E, E, 16, V, activation="swish")
+    # the mode was a joiner setting (model.joiner.mode): the joiner names the key that replaced it
+    with pytest.raises(ValueError, match=r"model\.joiner\.mode=packed .* set loss\.joiner_mode=packed"):
+        Joiner(E, E, 16, V, mode="packed")
 
 
 @pytest.mark.parametrize("name", ["rnnt", "modified_rnnt", "ssnt"])
@@ -138,6 +145,8 @@ def test_objective_is_negative_log_likelihood(name):
     loss.mean().backward()
     assert module.transcriber.lstm.weight_ih_l0.grad.abs().sum() > 0
     assert module.objective.last_loss_ms > 0
+    # the timer PerfMonitor reads a step later (CUDA events there, no synchronisation per step)
+    assert isinstance(module.objective.loss_timer, LossTimer) and not module.objective.loss_timer.cuda
 
 
 def test_rnnt_objective_equals_torchaudio():

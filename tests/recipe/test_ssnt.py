@@ -142,9 +142,9 @@ def test_greedy_with_end_token_ends_only_on_the_last_frame():
 # ---------------------------------------------------------------- the end token in the objective and in search
 def _model(end_token, seed=0, mode="dense"):
     torch.manual_seed(seed)
-    model = SimpleNamespace(objective=SSNTObjective(0, end_token=end_token),
+    model = SimpleNamespace(objective=SSNTObjective(0, end_token=end_token, joiner_mode=mode),
                             predictor=LSTMPredictor(V, embed_dim=8, hidden_dim=8, output_dim=8, dropout=0.0).eval(),
-                            joiner=Joiner(E, 8, 8, V, mode=mode).eval(), choose_head=ChooseHead(8).eval())
+                            joiner=Joiner(E, 8, 8, V).eval(), choose_head=ChooseHead(8).eval())
     model.joiner.output.weight.data.mul_(4)
     return model
 

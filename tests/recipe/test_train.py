@@ -22,7 +22,7 @@ PERF = ["perf/step_time_s", "perf/utts_per_s", "perf/audio_s_per_s", "perf/loss_
 
 
 def _loss_overrides(loss, mode):
-    return [f"loss={loss}"] + ([f"model.joiner.mode={mode}"] if mode else [])
+    return [f"loss={loss}"] + ([f"loss.joiner_mode={mode}"] if mode else [])
 
 
 def _csv_rows(run_dir: Path) -> list[dict]:
@@ -43,7 +43,7 @@ def test_fast_dev_run(loss, mode, tiny_data_overrides, tmp_path):
 
 @pytest.mark.parametrize("loss,overrides", [
     ("rnnt", ["model.aux_ctc_weight=0.3", "loss.objective.inplace_grad=true"]),
-    ("modified_rnnt", ["model.aux_ctc_weight=0.5", "model.joiner.mode=packed", "loss.objective.inplace_grad=true"]),
+    ("modified_rnnt", ["model.aux_ctc_weight=0.5", "loss.joiner_mode=packed", "loss.objective.inplace_grad=true"]),
     ("ssnt", ["model.aux_ctc_weight=0.3"]),
 ])
 def test_auxiliary_ctc_and_inplace_gradient(loss, overrides, tiny_data_overrides, tmp_path):
@@ -228,12 +228,14 @@ def test_non_finite_batches_are_skipped(tiny_data_overrides, tmp_path, monkeypat
     assert [float(row["train/skipped_batches"]) for row in rows] == [0.0, 1.0, 1.0, 1.0]
 
 
-def test_viterbi_decoding_is_refused_before_data_preparation(tmp_path):
-    # no data overrides: the default corpus is absent, so reaching data preparation would be slow
-    cfg = compose_train(["decoding=viterbi"], tmp_path)
-    with pytest.raises(ValueError, match=r"decode\.py decoding=viterbi"):
-        train(cfg)
-    assert not Path(cfg.paths.output_dir).exists()
+def test_training_has_no_alignment_decoder(tmp_path):
+    """Forced alignment is decode.py's `alignment` group, not a `decoding` option training could pick for val/wer."""
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match=r"decoding/viterbi"):
+        compose_train(["decoding=viterbi"], tmp_path)
+    with pytest.raises(Exception, match=r"alignment"):
+        compose_train(["alignment=viterbi"], tmp_path)
 
 
 def test_command_line_run_directory_and_resume(tiny_data_overrides, tmp_path):
