@@ -205,7 +205,7 @@ def test_fullgraph_compile_traces_the_native_op(name):
     fn, inputs, op = {
         "ctc": (lambda v: seqloss.ctc_loss(v, tg, il, tl, backend="native"), (x,), "seqloss.ctc_occupancy"),
         "rnnt": (lambda v: seqloss.rnnt_loss(v, rtg, ll, rtl, blank=0, backend="native"), (logits,),
-                 "seqloss.transducer_lattice"),
+                 "seqloss.transducer_loss"),
         "ssnt": (lambda a, b: seqloss.ssnt_loss(a, stg, b, sl, stl, backend="native"), (lp, ch),
                  "seqloss.ssnt_lattice"),
     }[name]

@@ -34,10 +34,11 @@ def test_report_on_the_cpu_is_all_ok():
     assert report.ok and report.unavailable is None and report.unchecked == []
     names = {check.op.split(" ")[0] for check in report.checks}
     assert names == set(_ops.registered_ops("cpu"))  # every registered op, anything new would be "not checked"
-    assert len(report.checks) == 7  # both schedules of both transducer ops, 2 CTC ops, SSNT
+    assert len(report.checks) == 11  # both schedules of both transducer ops, 2 CTC ops, SSNT, the fused transducer
+    # loss in both schedules, its gradient and the in-place gradient
     assert all(check.max_abs_diff < 1e-12 for check in report.checks)
     text = str(report)
-    assert "max abs diff" in text and text.count(" ok") >= 7 and "failed" not in text
+    assert "max abs diff" in text and text.count(" ok") >= 11 and "failed" not in text
     assert report.seconds < 1.0  # milliseconds in practice; generous for a loaded machine
 
 
@@ -82,6 +83,23 @@ def _wrong_ctc_path(*args):
     return states.flip(1), score
 
 
+def _faulty_grad(inplace, padding=False):
+    """transducer_loss_grad off by 1e-6 where `inplace` matches, or (``padding``) with padded dense rows left at 1."""
+    original = _ops.transducer_loss_grad
+
+    def faulty(logits, *args, inplace=False, **kwargs):
+        grad = original(logits, *args, inplace=inplace, **kwargs)
+        if inplace != faulty.inplace:
+            return grad
+        if padding:
+            frames = args[1]
+            return torch.stack([torch.where(torch.arange(grad.shape[1]).view(-1, 1, 1) < frames[b], grad[b], 1.0)
+                                for b in range(grad.shape[0])])
+        return grad + 1e-6
+    faulty.inplace = inplace
+    return faulty
+
+
 FAULTS = {
     "ctc_occupancy": ("ctc_occupancy", lambda: _perturb_output("ctc_occupancy", 0, 1e-3)),
     "ctc_occupancy gamma": ("ctc_occupancy", lambda: _perturb_output("ctc_occupancy", 1, 1e-6)),
@@ -89,8 +107,13 @@ FAULTS = {
     "transducer_viterbi": ("transducer_viterbi", lambda: _wrong_transducer_path),
     "ctc_viterbi": ("ctc_viterbi", lambda: _wrong_ctc_path),
     "ssnt_lattice": ("ssnt_lattice", lambda: _perturb_output("ssnt_lattice", 2, 1e-5)),
+    "transducer_loss lse": ("transducer_loss", lambda: _perturb_output("transducer_loss", 1, 1e-6)),
+    "transducer_loss occ_emit": ("transducer_loss", lambda: _perturb_output("transducer_loss", 3, 1e-6)),
+    "transducer_loss_grad": ("transducer_loss_grad", lambda: _faulty_grad(False)),
+    "transducer_loss_grad padding": ("transducer_loss_grad", lambda: _faulty_grad(False, padding=True)),
+    "transducer_loss_grad_": ("transducer_loss_grad_", lambda: _faulty_grad(True)),
 }
-WRAPPER = {"transducer_lattice": "transducer_marginals"}
+WRAPPER = {"transducer_lattice": "transducer_marginals", "transducer_loss_grad_": "transducer_loss_grad"}
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

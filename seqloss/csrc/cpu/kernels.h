@@ -24,3 +24,50 @@ double ssnt_utterance_avx2(const double* tok, const double* cho, int64_t stride,
                            double* grad_token, double* grad_choose);
 
 }  // namespace seqloss
+
+namespace seqloss {
+
+// ----- the fused transducer loss (cpu/transducer_cpu.cpp: ops transducer_loss, transducer_loss_grad) -----
+// One utterance's rows of the (N, V) logits: the row of lattice cell (t, u) starts at
+// x + (t * row_stride + u) * classes (row_stride = U+1 of the dense grid, or U_b + 1 when packed).
+// Plain aggregates only: they are shared by translation units built for different instruction sets.
+template <typename T>
+struct TransducerRows {
+  const T* x;
+  int64_t row_stride;
+  int64_t classes;
+  const int64_t* targets;  // y_1..y_{U_b}
+  int64_t frames;          // T_b
+  int64_t labels;          // U_b
+};
+
+struct TransducerOptions {
+  int64_t blank;
+  bool fused_log_softmax;
+  int64_t delta;     // 1: one symbol per frame
+  bool final_blank;  // with delta = 1: no emit on the last frame
+};
+
+// Per-utterance outputs and inputs on the (T, grid_width) slice of the (B, T, U+1) grids.
+template <typename T>
+struct TransducerGrids {
+  T* lse;
+  T* occ_blank;
+  T* occ_emit;
+  int64_t width;
+};
+
+// Scratch values transducer_forward needs for an utterance: blank, emit, alpha and beta of its cells.
+inline int64_t transducer_work_size(int64_t frames, int64_t labels) { return 4 * (frames + 1) * (labels + 1) + 8; }
+
+// AVX2 builds of the per-utterance kernels of cpu/transducer_fused.h (call only where cpu_has_avx2()).
+float transducer_forward_avx2(const TransducerRows<float>& rows, const TransducerOptions& options,
+                              const TransducerGrids<float>& grids, float* work);
+double transducer_forward_avx2(const TransducerRows<double>& rows, const TransducerOptions& options,
+                               const TransducerGrids<double>& grids, double* work);
+void transducer_backward_avx2(const TransducerRows<float>& rows, const TransducerOptions& options, float clamp,
+                              float scale, const TransducerGrids<float>& grids, float* grad);
+void transducer_backward_avx2(const TransducerRows<double>& rows, const TransducerOptions& options, double clamp,
+                              double scale, const TransducerGrids<double>& grids, double* grad);
+
+}  // namespace seqloss

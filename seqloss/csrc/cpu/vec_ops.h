@@ -54,11 +54,13 @@ struct Vec<double> {
 
 inline Vec<float> operator+(Vec<float> a, Vec<float> b) { return Vec<float>(_mm256_add_ps(a.v, b.v)); }
 inline Vec<float> operator-(Vec<float> a, Vec<float> b) { return Vec<float>(_mm256_sub_ps(a.v, b.v)); }
+inline Vec<float> operator*(Vec<float> a, Vec<float> b) { return Vec<float>(_mm256_mul_ps(a.v, b.v)); }
 inline Vec<float> operator&(Vec<float> a, Vec<float> b) { return Vec<float>(_mm256_and_ps(a.v, b.v)); }
 inline Vec<float> operator>(Vec<float> a, Vec<float> b) { return Vec<float>(_mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ)); }
 inline Vec<float> operator<(Vec<float> a, Vec<float> b) { return Vec<float>(_mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)); }
 inline Vec<double> operator+(Vec<double> a, Vec<double> b) { return Vec<double>(_mm256_add_pd(a.v, b.v)); }
 inline Vec<double> operator-(Vec<double> a, Vec<double> b) { return Vec<double>(_mm256_sub_pd(a.v, b.v)); }
+inline Vec<double> operator*(Vec<double> a, Vec<double> b) { return Vec<double>(_mm256_mul_pd(a.v, b.v)); }
 inline Vec<double> operator&(Vec<double> a, Vec<double> b) { return Vec<double>(_mm256_and_pd(a.v, b.v)); }
 inline Vec<double> operator>(Vec<double> a, Vec<double> b) { return Vec<double>(_mm256_cmp_pd(a.v, b.v, _CMP_GT_OQ)); }
 inline Vec<double> operator<(Vec<double> a, Vec<double> b) { return Vec<double>(_mm256_cmp_pd(a.v, b.v, _CMP_LT_OQ)); }
