@@ -57,8 +57,10 @@ struct TransducerGrids {
   int64_t width;
 };
 
-// Scratch values transducer_forward needs for an utterance: blank, emit, alpha and beta of its cells.
-inline int64_t transducer_work_size(int64_t frames, int64_t labels) { return 4 * (frames + 1) * (labels + 1) + 8; }
+// Scratch values transducer_forward needs for an utterance: blank, emit, alpha and beta, each on the
+// (T_b + U_b + 2, U_b + 3) array of the lattice's anti-diagonals (one symbol per frame: frames) with a
+// -inf column on either side.
+inline int64_t transducer_work_size(int64_t frames, int64_t labels) { return 4 * (frames + labels + 2) * (labels + 3); }
 
 // AVX2 builds of the per-utterance kernels of cpu/transducer_fused.h (call only where cpu_has_avx2()).
 float transducer_forward_avx2(const TransducerRows<float>& rows, const TransducerOptions& options,

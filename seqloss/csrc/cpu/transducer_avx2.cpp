@@ -21,13 +21,54 @@ namespace seqloss_avx2 {
 namespace seqloss {
 namespace {
 
-// Lanes at index < n of an AVX2 vector, as a mask for maskload / maskstore.
-inline __m256i lane_mask(float*, int64_t n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+// The first n < size values through a stack buffer (`fill` in the other lanes): plain vector loads and
+// stores, which are faster here than the masked AVX2 ones.
+template <typename V, typename T>
+inline V load_partial(const T* p, int64_t n, T fill) {
+  T lanes[V::size()];
+  for (int64_t i = 0; i < V::size(); ++i) lanes[i] = i < n ? p[i] : fill;
+  return V::loadu(lanes);
 }
-inline __m256i lane_mask(double*, int64_t n) {
-  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+template <typename V, typename T>
+inline void store_partial(T* p, V v, int64_t n) {
+  T lanes[V::size()];
+  v.store(lanes);
+  std::memcpy(p, lanes, n * sizeof(T));
 }
+
+// exp for the V-wide passes (float): Cephes' expf, 2^n p(r) with r = x - n log 2 and a degree-6
+// polynomial p (about 1 ulp), inlined instead of a call to Sleef; 0 below -87 (results under 1.7e-38,
+// near or below FLT_MIN: never computed, so that no subnormal intermediate costs a microcode assist;
+// -inf included), +inf above log(FLT_MAX), NaN for NaN.
+inline __m256 exp_rows(__m256 x) {
+  const __m256 too_small = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+  const __m256 too_large = _mm256_cmp_ps(x, _mm256_set1_ps(88.72283935f), _CMP_GT_OQ);
+  // min/max with x second: a NaN x passes through
+  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x));
+  const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 result = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  return _mm256_blendv_ps(_mm256_blendv_ps(result, _mm256_setzero_ps(), too_small), _mm256_set1_ps(INFINITY),
+                          too_large);
+}
+
+// Flush-to-zero and denormals-are-zero for the lifetime of the guard (the previous MXCSR is restored),
+// as in ssnt_avx2.cpp: lattices are full of terms like exp(-95) whose subnormal results cost a
+// microcode assist in every later instruction that touches them; as zeros they change results by < 1e-38.
+struct FlushDenormals {
+  unsigned int saved;
+  FlushDenormals() : saved(_mm_getcsr()) { _mm_setcsr(saved | 0x8040u); }
+  ~FlushDenormals() { _mm_setcsr(saved); }
+};
 
 template <typename T>
 struct Avx2Lanes;
@@ -39,13 +80,8 @@ struct Avx2Lanes<float> {
   static V set1(float x) { return V(x); }
   static V load(const float* p) { return V::loadu(p); }
   static void store(float* p, V v) { v.store(p); }
-  static V load_tail(const float* p, int64_t n, float fill) {
-    const __m256i mask = lane_mask(static_cast<float*>(nullptr), n);
-    return V(_mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, mask), _mm256_castsi256_ps(mask)));
-  }
-  static void store_tail(float* p, V v, int64_t n) {
-    _mm256_maskstore_ps(p, lane_mask(static_cast<float*>(nullptr), n), v.v);
-  }
+  static V load_tail(const float* p, int64_t n, float fill) { return load_partial<V>(p, n, fill); }
+  static void store_tail(float* p, V v, int64_t n) { store_partial<V>(p, v, n); }
   static float hmax(V v) {
     __m128 x = _mm_max_ps(_mm256_castps256_ps128(v.v), _mm256_extractf128_ps(v.v, 1));
     x = _mm_max_ps(x, _mm_movehl_ps(x, x));
@@ -58,6 +94,8 @@ struct Avx2Lanes<float> {
     x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
     return _mm_cvtss_f32(x);
   }
+  static float first(V v) { return _mm256_cvtss_f32(v.v); }
+  static V exp(V v) { return V(exp_rows(v.v)); }
 };
 
 template <>
@@ -67,13 +105,8 @@ struct Avx2Lanes<double> {
   static V set1(double x) { return V(x); }
   static V load(const double* p) { return V::loadu(p); }
   static void store(double* p, V v) { v.store(p); }
-  static V load_tail(const double* p, int64_t n, double fill) {
-    const __m256i mask = lane_mask(static_cast<double*>(nullptr), n);
-    return V(_mm256_blendv_pd(_mm256_set1_pd(fill), _mm256_maskload_pd(p, mask), _mm256_castsi256_pd(mask)));
-  }
-  static void store_tail(double* p, V v, int64_t n) {
-    _mm256_maskstore_pd(p, lane_mask(static_cast<double*>(nullptr), n), v.v);
-  }
+  static V load_tail(const double* p, int64_t n, double fill) { return load_partial<V>(p, n, fill); }
+  static void store_tail(double* p, V v, int64_t n) { store_partial<V>(p, v, n); }
   static double hmax(V v) {
     __m128d x = _mm_max_pd(_mm256_castpd256_pd128(v.v), _mm256_extractf128_pd(v.v, 1));
     return _mm_cvtsd_f64(_mm_max_sd(x, _mm_unpackhi_pd(x, x)));
@@ -82,6 +115,8 @@ struct Avx2Lanes<double> {
     __m128d x = _mm_add_pd(_mm256_castpd256_pd128(v.v), _mm256_extractf128_pd(v.v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(x, _mm_unpackhi_pd(x, x)));
   }
+  static double first(V v) { return _mm256_cvtsd_f64(v.v); }
+  static V exp(V v) { return v.exp(); }  // Sleef, 1 ulp
 };
 
 }  // namespace
@@ -93,21 +128,25 @@ namespace seqloss {
 float transducer_forward_avx2(const TransducerRows<float>& rows, const TransducerOptions& options,
                               const TransducerGrids<float>& grids, float* work) {
   using L = seqloss_avx2::seqloss::Avx2Lanes<float>;
+  const seqloss_avx2::seqloss::FlushDenormals flush;
   return seqloss_avx2::seqloss::transducer_forward<L>(rows, options, grids, work);
 }
 double transducer_forward_avx2(const TransducerRows<double>& rows, const TransducerOptions& options,
                                const TransducerGrids<double>& grids, double* work) {
   using L = seqloss_avx2::seqloss::Avx2Lanes<double>;
+  const seqloss_avx2::seqloss::FlushDenormals flush;
   return seqloss_avx2::seqloss::transducer_forward<L>(rows, options, grids, work);
 }
 void transducer_backward_avx2(const TransducerRows<float>& rows, const TransducerOptions& options, float clamp,
                               float scale, const TransducerGrids<float>& grids, float* grad) {
   using L = seqloss_avx2::seqloss::Avx2Lanes<float>;
+  const seqloss_avx2::seqloss::FlushDenormals flush;
   seqloss_avx2::seqloss::transducer_backward<L>(rows, options, clamp, scale, grids, grad);
 }
 void transducer_backward_avx2(const TransducerRows<double>& rows, const TransducerOptions& options, double clamp,
                               double scale, const TransducerGrids<double>& grids, double* grad) {
   using L = seqloss_avx2::seqloss::Avx2Lanes<double>;
+  const seqloss_avx2::seqloss::FlushDenormals flush;
   seqloss_avx2::seqloss::transducer_backward<L>(rows, options, clamp, scale, grids, grad);
 }
 

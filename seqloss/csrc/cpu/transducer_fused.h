@@ -5,7 +5,8 @@
 //
 // Generic over a lane policy L: ScalarLanes<T> below (cpu/transducer_cpu.cpp) or the AVX2 policy of
 // cpu/transducer_avx2.cpp. L provides the vector type L::V, L::size lanes, set1, load, store, the
-// partial load_tail / store_tail of the last n < size values, and the horizontal hmax / hsum.
+// partial load_tail / store_tail of the last n < size values, the horizontal hmax / hsum, first (lane
+// 0) and exp, the exponential of the V-wide passes (exact 0 for -inf, NaN for NaN).
 // The cell arithmetic is that of ../recurrences.h and seqloss/rnnt.py, in the same order:
 //   lse(t, u)   = m + log(sum_v exp(x[v] - m)), m = max_v x[v] (0 where infinite), as torch.logsumexp;
 //   blank(t, u) = x[blank] - lse, emit(t, u) = x[y_{u+1}] - lse (lse = 0 without fused_log_softmax);
@@ -28,6 +29,8 @@ struct ScalarLanes {
   static void store_tail(T* p, V v, int64_t) { *p = v; }
   static T hmax(V v) { return v; }
   static T hsum(V v) { return v; }
+  static T first(V v) { return v; }
+  static V exp(V v) { return exp_(v); }
 };
 
 // log-sum-exp of a row of n values, as torch.logsumexp (NaN in, NaN out; all -inf gives -inf).
@@ -43,8 +46,8 @@ T row_logsumexp(const T* x, int64_t n) {
   const T shift = (top == -ninf || top == ninf) ? T(0) : top;
   const V vshift = L::set1(shift);
   V sum = L::set1(T(0));
-  for (i = 0; i + L::size <= n; i += L::size) sum = sum + vexp(L::load(x + i) - vshift);
-  if (i < n) sum = sum + vexp(L::load_tail(x + i, n - i, ninf) - vshift);
+  for (i = 0; i + L::size <= n; i += L::size) sum = sum + L::exp(L::load(x + i) - vshift);
+  if (i < n) sum = sum + L::exp(L::load_tail(x + i, n - i, ninf) - vshift);
   return log_(L::hsum(sum)) + shift;
 }
 
@@ -66,16 +69,28 @@ typename L::V lanes_at(const T* p, int64_t i, int64_t count, T fill) {
 // and occ_emit (u < U_b) of its valid cells into `grids` and returns log P; NaN in those cells and
 // the result when a valid cell has a NaN or +inf score or log-sum-exp (the rule of seqloss/rnnt.py).
 // `work` holds transducer_work_size(T_b, U_b) values.
+//
+// The lattice cells are stored so that each step of both recursions is one contiguous vector
+// operation: cell (t, u) at row k = t + u (delta = 0: an anti-diagonal, whose cells are independent)
+// or k = t (delta = 1: a frame), column u + 1 of a (K, U_b + 3) array with -inf columns 0 and U_b + 2.
+// In both schedules alpha(t, u) reads row k - 1 at columns u (the blank edge) and u - 1 (the emit
+// edge), and beta(t, u) reads row k + 1 at columns u and u + 1:
+//   alpha[k][u] = log_add(alpha[k-1][u] + blank[k-1][u], alpha[k-1][u-1] + emit[k-1][u-1])
+//   beta[k][u]  = log_add(blank[k][u] + beta[k+1][u], emit[k][u] + beta[k+1][u+1])
+// the cell recurrences of ../recurrences.h (transducer_alpha, transducer_beta) lane by lane.
 template <typename L, typename T>
 T transducer_forward(const ::seqloss::TransducerRows<T>& r, const ::seqloss::TransducerOptions& o,
                      const ::seqloss::TransducerGrids<T>& grids, T* work) {
   using V = typename L::V;
   const T ninf = neg_inf<T>(), inf = -ninf;
-  const int64_t F = r.frames, W = r.labels + 1, E = r.labels, G = grids.width;
+  const int64_t F = r.frames, W = r.labels + 1, E = r.labels, G = grids.width, P = W + 2;
+  const int64_t K = o.delta ? F + 2 : F + W + 1;  // rows, with an all -inf one past the last
   T* blank = work;
-  T* emit = blank + (F + 1) * W;
-  T* alpha = emit + (F + 1) * W;
-  T* beta = alpha + (F + 1) * W;
+  T* emit = blank + K * P;
+  T* alpha = emit + K * P;
+  T* beta = alpha + K * P;
+  std::fill(work, work + 4 * K * P, ninf);
+  auto at = [&](int64_t t, int64_t u) { return (o.delta ? t : t + u) * P + u + 1; };
   const int64_t emit_frames = o.delta && o.final_blank ? F - 1 : F;
   bool bad = false;
   for (int64_t t = 0; t < F; ++t) {
@@ -88,11 +103,11 @@ T transducer_forward(const ::seqloss::TransducerRows<T>& r, const ::seqloss::Tra
         bad |= !(lse < inf);
       }
       const T b = x[o.blank] - lse;
-      blank[t * W + u] = b;
+      blank[at(t, u)] = b;
       bad |= !(b < inf);
-      if (u < E) {
-        const T e = t < emit_frames ? x[r.targets[u]] - lse : ninf;
-        emit[t * E + u] = e;
+      if (u < E && t < emit_frames) {
+        const T e = x[r.targets[u]] - lse;
+        emit[at(t, u)] = e;
         bad |= !(e < inf);
       }
     }
@@ -105,42 +120,85 @@ T transducer_forward(const ::seqloss::TransducerRows<T>& r, const ::seqloss::Tra
     }
     return nan;
   }
-  const TransducerGrid<T> g{blank, emit, F, W};
-  for (int64_t t = 0; t <= F; ++t) {
-    for (int64_t u = 0; u < W; ++u) alpha[t * W + u] = transducer_alpha(g, alpha, t, u, o.delta);
+  // the cells of row k: u in [lo, hi]
+  auto lo = [&](int64_t k) { return o.delta ? int64_t(0) : std::max<int64_t>(0, k - F); };
+  auto hi = [&](int64_t k) { return o.delta ? W - 1 : std::min<int64_t>(W - 1, k); };
+  const int64_t last = o.delta ? F : F + E;  // the row of the terminal cell (T_b, U_b)
+  alpha[at(0, 0)] = T(0);
+  for (int64_t k = 1; k <= last; ++k) {
+    const int64_t u0 = lo(k);
+    const T* a = alpha + (k - 1) * P + 1;
+    const T* bl = blank + (k - 1) * P + 1;
+    const T* em = emit + (k - 1) * P + 1;
+    for_lanes<L>(alpha + k * P + 1 + u0, hi(k) - u0 + 1, [&](int64_t i, int64_t n) {
+      const int64_t u = u0 + i;
+      return vlog_add(lanes_at<L>(a, u, n, ninf) + lanes_at<L>(bl, u, n, ninf),
+                      lanes_at<L>(a - 1, u, n, ninf) + lanes_at<L>(em - 1, u, n, ninf));
+    });
   }
-  for (int64_t t = F; t >= 0; --t) {
-    for (int64_t u = W - 1; u >= 0; --u) beta[t * W + u] = transducer_beta(g, beta, t, u, o.delta, F, r.labels);
+  const T total = alpha[at(F, E)];
+  for (int64_t k = last; k >= 0; --k) {
+    const int64_t u0 = lo(k);
+    const T* bl = blank + k * P + 1;
+    const T* em = emit + k * P + 1;
+    const T* next = beta + (k + 1) * P + 1;
+    for_lanes<L>(beta + k * P + 1 + u0, hi(k) - u0 + 1, [&](int64_t i, int64_t n) {
+      const int64_t u = u0 + i;
+      return vlog_add(lanes_at<L>(bl, u, n, ninf) + lanes_at<L>(next, u, n, ninf),
+                      lanes_at<L>(em, u, n, ninf) + lanes_at<L>(next + 1, u, n, ninf));
+    });
+    if (k == last) beta[at(F, E)] = T(0);
   }
-  const T total = alpha[F * W + r.labels];
+  // occupancies of the cells t < T_b: occ = exp(alpha + score + beta after the edge - log P)
   const V vtotal = L::set1(total);
-  for (int64_t t = 0; t < F; ++t) {
-    const T* a = alpha + t * W;
-    const T* bl = blank + t * W;
-    const T* next = beta + (t + 1) * W;
-    for_lanes<L>(grids.occ_blank + t * G, W, [&](int64_t u, int64_t n) {
-      return occupancy(lanes_at<L>(a, u, n, ninf) + lanes_at<L>(bl, u, n, ninf) + lanes_at<L>(next, u, n, ninf),
-                       vtotal);
-    });
-    const T* em = emit + t * E;
-    const T* after = beta + (t + o.delta) * W + 1;
-    for_lanes<L>(grids.occ_emit + t * G, E, [&](int64_t u, int64_t n) {
-      return occupancy(lanes_at<L>(a, u, n, ninf) + lanes_at<L>(em, u, n, ninf) + lanes_at<L>(after, u, n, ninf),
-                       vtotal);
-    });
+  T occ_lanes[2 * L::size];
+  for (int64_t k = 0; k < (o.delta ? F : F + E); ++k) {
+    const int64_t u0 = o.delta ? 0 : std::max<int64_t>(0, k - F + 1);
+    const T* a = alpha + k * P + 1;
+    const T* bl = blank + k * P + 1;
+    const T* em = emit + k * P + 1;
+    const T* next = beta + (k + 1) * P + 1;
+    const int64_t count = hi(k) - u0 + 1;
+    for (int64_t i = 0; i < count; i += L::size) {
+      const int64_t u = u0 + i, n = std::min<int64_t>(L::size, count - i);
+      const V va = lanes_at<L>(a, u, n, ninf);
+      const V ob = occupancy(va + lanes_at<L>(bl, u, n, ninf) + lanes_at<L>(next, u, n, ninf), vtotal);
+      const V oe = occupancy(va + lanes_at<L>(em, u, n, ninf) + lanes_at<L>(next + 1, u, n, ninf), vtotal);
+      if (o.delta) {  // a frame: contiguous in the grids
+        if (n == L::size) {
+          L::store(grids.occ_blank + k * G + u, ob);
+          L::store(grids.occ_emit + k * G + u, oe);
+        } else {
+          L::store_tail(grids.occ_blank + k * G + u, ob, n);
+          L::store_tail(grids.occ_emit + k * G + u, oe, n);
+        }
+        continue;
+      }
+      L::store(occ_lanes, ob);
+      L::store(occ_lanes + L::size, oe);
+      for (int64_t j = 0; j < n; ++j) {  // an anti-diagonal: cell (k - u, u) of the grids
+        const int64_t cell = (k - u - j) * G + u + j;
+        grids.occ_blank[cell] = occ_lanes[j];
+        grids.occ_emit[cell] = occ_lanes[L::size + j];
+      }
+    }
   }
   return total;
 }
 
 // The gradient rows of one utterance's valid cells (t < T_b, u <= U_b) from the grids of
-// transducer_forward; `grad` has the layout of r.x and may be r.x itself (each row is read before
-// it is written). Padded rows are not touched.
+// transducer_forward, in one pass over each row; `grad` has the layout of r.x and may be r.x itself
+// (each row's blank and target logits are read before it is written). Padded rows are not touched.
 template <typename L, typename T>
 void transducer_backward(const ::seqloss::TransducerRows<T>& r, const ::seqloss::TransducerOptions& o, T clamp, T scale,
                          const ::seqloss::TransducerGrids<T>& grids, T* grad) {
   using V = typename L::V;
   const int64_t F = r.frames, W = r.labels + 1, G = grids.width, n = r.classes;
   const V vscale = L::set1(scale), high = L::set1(clamp), low = L::set1(-clamp);
+  auto finish = [&](V value) {  // clamp (NaN stays NaN), then the upstream gradient
+    if (clamp > 0) value = vselect(value < low, low, vselect(value > high, high, value));
+    return value * vscale;
+  };
   for (int64_t t = 0; t < F; ++t) {
     for (int64_t u = 0; u < W; ++u) {
       const int64_t offset = (t * r.row_stride + u) * n;
@@ -148,22 +206,27 @@ void transducer_backward(const ::seqloss::TransducerRows<T>& r, const ::seqloss:
       T* g = grad + offset;
       const T occ_blank = grids.occ_blank[t * G + u];
       const T occ_emit = u < r.labels ? grids.occ_emit[t * G + u] : T(0);
-      if (o.fused_log_softmax) {
-        T lse = grids.lse[t * G + u];
-        lse = is_finite(lse) ? lse : T(0);
-        const V vlse = L::set1(lse), gamma = L::set1(occ_blank + occ_emit);
-        for_lanes<L>(g, n,
-                     [&](int64_t v, int64_t count) { return vexp(lanes_at<L>(x, v, count, T(0)) - vlse) * gamma; });
-      } else {
-        std::fill(g, g + n, T(0));
+      const int64_t y = u < r.labels ? r.targets[u] : -1;
+      if (!o.fused_log_softmax) {
+        const T scaled_zero = L::first(finish(L::set1(T(0))));
+        const T at_blank = L::first(finish(L::set1(-occ_blank)));
+        const T at_target = y >= 0 ? L::first(finish(L::set1(-occ_emit))) : scaled_zero;
+        std::fill(g, g + n, scaled_zero);
+        g[o.blank] = at_blank;
+        if (y >= 0) g[y] = at_target;
+        continue;
       }
-      g[o.blank] -= occ_blank;
-      if (u < r.labels) g[r.targets[u]] -= occ_emit;
+      T lse = grids.lse[t * G + u];
+      lse = is_finite(lse) ? lse : T(0);
+      const V vlse = L::set1(lse), gamma = L::set1(occ_blank + occ_emit);
+      // softmax(x) gamma, less the occupancy of the blank and of the target edge where they apply
+      const T at_blank = L::first(finish(L::exp(L::set1(x[o.blank]) - vlse) * gamma - L::set1(occ_blank)));
+      const T at_target = y >= 0 ? L::first(finish(L::exp(L::set1(x[y]) - vlse) * gamma - L::set1(occ_emit))) : T(0);
       for_lanes<L>(g, n, [&](int64_t v, int64_t count) {
-        V value = lanes_at<L>(g, v, count, T(0));
-        if (clamp > 0) value = vselect(value < low, low, vselect(value > high, high, value));  // NaN stays NaN
-        return value * vscale;
+        return finish(L::exp(lanes_at<L>(x, v, count, T(0)) - vlse) * gamma);
       });
+      g[o.blank] = at_blank;
+      if (y >= 0) g[y] = at_target;
     }
   }
 }
