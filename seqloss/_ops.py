@@ -86,8 +86,10 @@ CUDA_LOAD_ERROR = _load("_C_cuda") if CPU_AVAILABLE else LOAD_ERROR
 CUDA_AVAILABLE = CUDA_LOAD_ERROR is None
 
 
-# the fused CPU transducer loss (ops transducer_loss, transducer_loss_grad); absent from libraries built before it
+# the fused CPU losses (ops transducer_loss, transducer_loss_grad, ctc_loss, ctc_loss_grad); absent from
+# libraries built before them
 FUSED_TRANSDUCER = CPU_AVAILABLE and hasattr(torch.ops.seqloss, "transducer_loss")
+FUSED_CTC = CPU_AVAILABLE and hasattr(torch.ops.seqloss, "ctc_loss")
 
 
 def available(device_type: str) -> bool:
@@ -139,6 +141,15 @@ if CPU_AVAILABLE:
         contiguous = torch.contiguous_format
         return (token.new_empty(token.shape[0]), torch.empty_like(token, memory_format=contiguous),
                 torch.empty_like(token, memory_format=contiguous))
+
+    @torch.library.register_fake("seqloss::ctc_loss")
+    def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank):
+        num_frames, batch, _ = log_probs.shape
+        return log_probs.new_empty(batch), log_probs.new_empty(num_frames, batch, 2 * targets.shape[1] + 1)
+
+    @torch.library.register_fake("seqloss::ctc_loss_grad")
+    def _ctc_loss_grad_fake(log_probs, *args):
+        return torch.empty_like(log_probs, memory_format=torch.contiguous_format)
 
     @torch.library.register_fake("seqloss::transducer_loss")
     def _transducer_loss_fake(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax,
@@ -236,6 +247,21 @@ def ctc_viterbi(e, ext, target_lengths, input_lengths, blank: int):
 def ssnt_lattice(token, choose, source_lengths, target_lengths):
     """Native fused SSNT pass (CPU): log P (B,), d log P / d token and d log P / d choose (B, J, S)."""
     return torch.ops.seqloss.ssnt_lattice(token, choose, source_lengths, target_lengths)
+
+
+def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank: int):
+    """The fused CPU CTC loss: log P (B,) and gamma (T, B, 2L+1), :func:`ctc_occupancy` of ``ctc_emissions``.
+
+    Takes the (T, B, V) log-probs and padded (B, L) targets themselves: each utterance gathers its
+    own emissions. An utterance with a NaN or +inf among the scores it reads gets log P NaN and
+    gamma NaN on its frames.
+    """
+    return torch.ops.seqloss.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank)
+
+
+def ctc_loss_grad(log_probs, targets, input_lengths, target_lengths, gamma, scale, blank: int):
+    """(T, B, V): scale[b] times gamma scattered onto the classes of the extended labels; 0 on frames t >= T_b."""
+    return torch.ops.seqloss.ctc_loss_grad(log_probs, targets, input_lengths, target_lengths, gamma, scale, blank)
 
 
 def transducer_loss(logits, targets, logit_lengths, target_lengths, blank: int, *, fused_log_softmax: bool,

@@ -3,8 +3,8 @@
 :func:`check_backend` runs every native op registered for a device (``seqloss._ops``) on a small
 fixed-seed float64 problem and compares all of its outputs with the pure-PyTorch reference in
 ``seqloss._lattice``: the transducer lattice in both schedules, the CTC occupancy, both Viterbi
-ops (score and path), the fused SSNT pass, and the fused transducer loss (dense and packed logits)
-with its gradient. It returns a :class:`SelfCheckReport`.
+ops (score and path), the fused SSNT pass, the fused transducer loss (dense and packed logits) with
+its gradient, and the fused CTC loss with its gradient. It returns a :class:`SelfCheckReport`.
 
 :func:`native_ok` is what backend selection calls: the first time the native backend is chosen
 for a device it runs the check once (a few milliseconds) and remembers the outcome. If any op
@@ -116,6 +116,7 @@ def _problem(device: torch.device):
     target_lengths, input_lengths = torch.tensor([2, 1, 0]), torch.tensor([6, 4, 3])
     ext = ctc_extended_labels(targets, 0)
     ctc = (ctc_emissions(log_probs, ext, input_lengths), ext, target_lengths, input_lengths, 0)
+    ctc_fused = (log_probs, targets, input_lengths, target_lengths)
 
     # SSNT: 2 utterances, J = 3, S = 5
     token = torch.randn(2, 3, 5, generator=gen, **f64).log_softmax(1)
@@ -128,7 +129,33 @@ def _problem(device: torch.device):
 
     def move(args):
         return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
-    return {one: move(args) for one, args in transducer.items()}, move(ctc), move(ssnt), move(fused)
+    return ({one: move(args) for one, args in transducer.items()}, move(ctc), move(ssnt), move(fused),
+            move(ctc_fused))
+
+
+CTC_SCALE = (0.5, -1.0, 2.0)
+
+
+def _ctc_fused_reference(log_probs, targets, input_lengths, target_lengths):
+    """ctc_loss's outputs by the torch lattice on the gathered emissions: log P and gamma (T, B, S)."""
+    ext = ctc_extended_labels(targets, 0)
+    return ctc_lattice.ctc_occupancy(ctc_emissions(log_probs, ext, input_lengths), ext, target_lengths,
+                                     input_lengths, 0)
+
+
+def _ctc_grad_native(log_probs, targets, input_lengths, target_lengths):
+    _, gamma = _ctc_fused_reference(*(a.cpu() for a in (log_probs, targets, input_lengths, target_lengths)))
+    scale = torch.tensor(CTC_SCALE, dtype=log_probs.dtype, device=log_probs.device)
+    return (_ops.ctc_loss_grad(log_probs, targets, input_lengths, target_lengths, gamma.to(log_probs.device), scale,
+                               0),)
+
+
+def _ctc_grad_reference(log_probs, targets, input_lengths, target_lengths):
+    """scale[b] gamma scattered onto the classes of the extended labels, (T, B, V)."""
+    _, gamma = _ctc_fused_reference(log_probs, targets, input_lengths, target_lengths)
+    ext = ctc_extended_labels(targets, 0)
+    mass = gamma * torch.tensor(CTC_SCALE, dtype=gamma.dtype).view(1, -1, 1)
+    return (torch.zeros_like(log_probs).scatter_add_(2, ext.unsqueeze(0).expand_as(mass), mass),)
 
 
 FUSED_BLANK, FUSED_CLAMP = 1, 0.4
@@ -200,7 +227,7 @@ SCHEDULE = {False: "emit stays on the frame", True: "emit advances the frame"}  
 
 
 def _run_checks(device: torch.device, ops: list[str]) -> list[OpCheck]:
-    transducer, ctc, ssnt, fused = _problem(device)
+    transducer, ctc, ssnt, fused, ctc_fused = _problem(device)
     checks = []
 
     def attempt(op, native, reference):
@@ -222,6 +249,12 @@ def _run_checks(device: torch.device, ops: list[str]) -> list[OpCheck]:
         attempt("ctc_occupancy", lambda: _ops.ctc_occupancy(*ctc), lambda: ctc_lattice.ctc_occupancy(*ctc))
     if "ctc_viterbi" in ops:
         attempt("ctc_viterbi", lambda: _ops.ctc_viterbi(*ctc), lambda: viterbi_lattice.ctc_viterbi(*ctc))
+    if "ctc_loss" in ops:
+        attempt("ctc_loss", lambda: _ops.ctc_loss(*ctc_fused, 0),
+                lambda: _ctc_fused_reference(*(a.cpu() for a in ctc_fused)))
+    if "ctc_loss_grad" in ops:
+        attempt("ctc_loss_grad", lambda: _ctc_grad_native(*ctc_fused),
+                lambda: _ctc_grad_reference(*(a.cpu() for a in ctc_fused)))
     if "ssnt_lattice" in ops:
         attempt("ssnt_lattice", lambda: _ops.ssnt_lattice(*ssnt), lambda: _ssnt_reference(*ssnt))
     for one in (False, True):
@@ -239,7 +272,7 @@ def _run_checks(device: torch.device, ops: list[str]) -> list[OpCheck]:
 
 
 CHECKED_OPS = ("transducer_lattice", "transducer_viterbi", "ctc_occupancy", "ctc_viterbi", "ssnt_lattice",
-               "transducer_loss", "transducer_loss_grad", "transducer_loss_grad_")
+               "transducer_loss", "transducer_loss_grad", "transducer_loss_grad_", "ctc_loss", "ctc_loss_grad")
 
 
 def _device(device) -> torch.device:

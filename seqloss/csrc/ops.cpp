@@ -30,6 +30,15 @@ TORCH_LIBRARY(seqloss, m) {
   m.def(
       "ctc_viterbi(Tensor e, Tensor ext, Tensor target_lengths, Tensor input_lengths, int blank)"
       " -> (Tensor, Tensor)");
+  // The fused CTC loss of seqloss/ctc.py (CPU only): from (T,B,V) log-probs, padded int64 targets (B,L) and
+  // lengths (B,): log P (B,) and the state occupancies gamma (T,B,2L+1) of ctc_occupancy, the emissions
+  // gathered inside. ctc_loss_grad: scale[b] times gamma scattered onto the classes l'_s, (T,B,V).
+  m.def(
+      "ctc_loss(Tensor log_probs, Tensor targets, Tensor input_lengths, Tensor target_lengths, int blank)"
+      " -> (Tensor, Tensor)");
+  m.def(
+      "ctc_loss_grad(Tensor log_probs, Tensor targets, Tensor input_lengths, Tensor target_lengths, Tensor gamma,"
+      " Tensor scale, int blank) -> Tensor");
   // The fused transducer loss of seqloss/rnnt.py (CPU only): from dense (B,T,U+1,V) logits with
   // T = max_frames, U = max_labels, or packed (sum_b T_b (U_b+1), V) ones, and int64 targets (B,U') and
   // lengths (B,). Returns log P (B,) and the (B, max_frames, max_labels+1) grids of the log-sum-exp of

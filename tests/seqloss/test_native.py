@@ -203,7 +203,7 @@ def test_fullgraph_compile_traces_the_native_op(name):
     logits, rtg, ll, rtl = transducer_batch(0, 2, 4, 2, 5, dtype=torch.float32)
     lp, stg, ch, sl, stl = ssnt_batch(0, 2, 2, 4, 3, dtype=torch.float32)
     fn, inputs, op = {
-        "ctc": (lambda v: seqloss.ctc_loss(v, tg, il, tl, backend="native"), (x,), "seqloss.ctc_occupancy"),
+        "ctc": (lambda v: seqloss.ctc_loss(v, tg, il, tl, backend="native"), (x,), "seqloss.ctc_loss"),
         "rnnt": (lambda v: seqloss.rnnt_loss(v, rtg, ll, rtl, blank=0, backend="native"), (logits,),
                  "seqloss.transducer_loss"),
         "ssnt": (lambda a, b: seqloss.ssnt_loss(a, stg, b, sl, stl, backend="native"), (lp, ch),

@@ -21,23 +21,31 @@ namespace seqloss_avx2 {
 namespace seqloss {
 namespace {
 
+// Flush-to-zero and denormals-are-zero for the lifetime of the guard (the previous MXCSR is restored), as in
+// ssnt_avx2.cpp: subnormal intermediates such as exp(-95) otherwise cost a microcode assist each.
+struct FlushDenormals {
+  unsigned int saved;
+  FlushDenormals() : saved(_mm_getcsr()) { _mm_setcsr(saved | 0x8040u); }
+  ~FlushDenormals() { _mm_setcsr(saved); }
+};
+
 template <typename T>
-T ctc_utterance(const T* e, const int64_t* lab, int64_t frames, int64_t states, int64_t batch, int64_t num_states,
-                int64_t b, int64_t blank, T* gamma, T* work) {
+T ctc_utterance(const T* e, int64_t e_stride, const int64_t* lab, int64_t frames, int64_t states, int64_t blank,
+                T* gamma, int64_t g_stride, T* work) {
   using V = Vec<T>;
   constexpr int64_t L = V::size();
   const T ninf = neg_inf<T>();
   const V vninf(ninf);
   // skip_ok[s] = 1 where s-2 -> s is allowed; next/cur: beta rows with -inf padding past `states`.
   T* skip_ok = work;
-  T* next = work + num_states + 2;
-  T* cur = next + num_states + 2;
+  T* next = work + states + 2;
+  T* cur = next + states + 2;
   for (int64_t s = 0; s < states + 2; ++s) {
     skip_ok[s] = s < states && ctc_skip_allowed(lab, s, blank) ? T(1) : T(0);
     next[s] = cur[s] = ninf;
   }
-  auto E = [&](int64_t t) { return e + (t * batch + b) * num_states; };
-  auto G = [&](int64_t t) { return gamma + (t * batch + b) * num_states; };
+  auto E = [&](int64_t t) { return e + t * e_stride; };
+  auto G = [&](int64_t t) { return gamma + t * g_stride; };
   for (int64_t s = 0; s < states; ++s) G(0)[s] = s < 2 ? E(0)[s] : ninf;
   for (int64_t t = 1; t < frames; ++t) {
     const T* prev = G(t - 1);
@@ -81,14 +89,16 @@ T ctc_utterance(const T* e, const int64_t* lab, int64_t frames, int64_t states, 
 
 namespace seqloss {
 
-float ctc_occupancy_utterance_avx2(const float* e, const int64_t* lab, int64_t frames, int64_t states, int64_t batch,
-                                   int64_t num_states, int64_t b, int64_t blank, float* gamma, float* work) {
-  return seqloss_avx2::seqloss::ctc_utterance(e, lab, frames, states, batch, num_states, b, blank, gamma, work);
+float ctc_occupancy_utterance_avx2(const float* e, int64_t e_stride, const int64_t* lab, int64_t frames, int64_t states,
+                                   int64_t blank, float* gamma, int64_t g_stride, float* work) {
+  const seqloss_avx2::seqloss::FlushDenormals flush;
+  return seqloss_avx2::seqloss::ctc_utterance(e, e_stride, lab, frames, states, blank, gamma, g_stride, work);
 }
 
-double ctc_occupancy_utterance_avx2(const double* e, const int64_t* lab, int64_t frames, int64_t states, int64_t batch,
-                                    int64_t num_states, int64_t b, int64_t blank, double* gamma, double* work) {
-  return seqloss_avx2::seqloss::ctc_utterance(e, lab, frames, states, batch, num_states, b, blank, gamma, work);
+double ctc_occupancy_utterance_avx2(const double* e, int64_t e_stride, const int64_t* lab, int64_t frames,
+                                    int64_t states, int64_t blank, double* gamma, int64_t g_stride, double* work) {
+  const seqloss_avx2::seqloss::FlushDenormals flush;
+  return seqloss_avx2::seqloss::ctc_utterance(e, e_stride, lab, frames, states, blank, gamma, g_stride, work);
 }
 
 }  // namespace seqloss
@@ -110,12 +120,12 @@ bool cpu_has_avx2() {
 namespace seqloss {
 bool cpu_has_avx2() { return false; }
 // Never called where cpu_has_avx2() is false.
-float ctc_occupancy_utterance_avx2(const float*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                   float*, float*) {
+float ctc_occupancy_utterance_avx2(const float*, int64_t, const int64_t*, int64_t, int64_t, int64_t, float*, int64_t,
+                                   float*) {
   return 0.0f;
 }
-double ctc_occupancy_utterance_avx2(const double*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                    double*, double*) {
+double ctc_occupancy_utterance_avx2(const double*, int64_t, const int64_t*, int64_t, int64_t, int64_t, double*, int64_t,
+                                    double*) {
   return 0.0;
 }
 }  // namespace seqloss

@@ -5,14 +5,14 @@
 
 namespace seqloss {
 
-// CTC forward-backward of utterance b (frames >= 1): writes gamma[t, b, s] for t < frames, s < states
-// and returns log P. e, gamma: (T, B, S) contiguous; lab: the utterance's extended labels (S,);
-// work: 3 * (S + 2) scratch values. Built with AVX2/FMA (cpu/ctc_avx2.cpp); call only where
-// cpu_has_avx2() holds.
-float ctc_occupancy_utterance_avx2(const float* e, const int64_t* lab, int64_t frames, int64_t states, int64_t batch,
-                                   int64_t num_states, int64_t b, int64_t blank, float* gamma, float* work);
-double ctc_occupancy_utterance_avx2(const double* e, const int64_t* lab, int64_t frames, int64_t states, int64_t batch,
-                                    int64_t num_states, int64_t b, int64_t blank, double* gamma, double* work);
+// CTC forward-backward of one utterance (frames >= 1): writes gamma_t(s) at gamma + t * g_stride + s for
+// t < frames, s < states and returns log P. e_t(s) is read at e + t * e_stride + s; lab: the utterance's
+// extended labels (states,); work: 3 * (states + 2) scratch values. Built with AVX2/FMA
+// (cpu/ctc_avx2.cpp); call only where cpu_has_avx2() holds.
+float ctc_occupancy_utterance_avx2(const float* e, int64_t e_stride, const int64_t* lab, int64_t frames, int64_t states,
+                                   int64_t blank, float* gamma, int64_t g_stride, float* work);
+double ctc_occupancy_utterance_avx2(const double* e, int64_t e_stride, const int64_t* lab, int64_t frames,
+                                    int64_t states, int64_t blank, double* gamma, int64_t g_stride, double* work);
 bool cpu_has_avx2();
 
 // The fused SSNT kernel of one utterance (S_b = rows, J_b = labels) vectorised along the lattice's
