@@ -12,8 +12,9 @@ drift of a shared machine hits them alike; the time is the median over the round
 seqloss native / peer from the same run.
 
 Peers: torchaudio's ``rnnt_loss`` and, where importable, optimized_transducer's ``transducer_loss``
-(log-softmax inside, as seqloss and torchaudio) for RNN-T; torch's ``F.ctc_loss`` for CTC. SSNT has
-no peer; its rows compare ragged with full lengths.
+(``from_log_softmax=False``: log-softmax inside, as seqloss and torchaudio; packed logits of the
+valid cells, made once outside the timing) for RNN-T; torch's ``F.ctc_loss`` for CTC. SSNT has no
+peer; its rows compare ragged with full lengths.
 """
 import argparse
 import statistics
@@ -80,11 +81,13 @@ def implementations(loss, leaves, rest, peers=True):
             import optimized_transducer
         except ImportError:
             return impls
-        # optimized_transducer takes the valid rows only, packed (sum_b T_b (U_b+1), V), made once here
+        # optimized_transducer takes the valid rows only, packed (sum_b T_b (U_b+1), V), made once here; it
+        # writes the gradient over them (from the second call on it runs on the previous gradient: same cost)
         (x,), (_, ll, tl) = leaves, rest
         packed = torch.cat([x[b, : ll[b], : tl[b] + 1].reshape(-1, x.shape[-1]) for b in range(x.shape[0])])
         impls["optimized_transducer"] = grad_of(
-            lambda p, tg, ll, tl: optimized_transducer.transducer_loss(p, tg, ll, tl, blank=0, reduction="sum"),
+            lambda p, tg, ll, tl: optimized_transducer.transducer_loss(p, tg, ll, tl, blank=0, from_log_softmax=False,
+                                                                       reduction="sum"),
             (packed.detach().requires_grad_(),))
         return impls
     if loss == "ctc":
