@@ -7,8 +7,9 @@ namespace seqloss {
 
 // CTC forward-backward of one utterance (frames >= 1): writes gamma_t(s) at gamma + t * g_stride + s for
 // t < frames, s < states and returns log P. e_t(s) is read at e + t * e_stride + s; lab: the utterance's
-// extended labels (states,); work: 3 * (states + 2) scratch values. Built with AVX2/FMA
+// extended labels (states,); work: ctc_work_size(states) scratch values. Built with AVX2/FMA
 // (cpu/ctc_avx2.cpp); call only where cpu_has_avx2() holds.
+inline int64_t ctc_work_size(int64_t states) { return 5 * (states + 8 + 4); }
 float ctc_occupancy_utterance_avx2(const float* e, int64_t e_stride, const int64_t* lab, int64_t frames, int64_t states,
                                    int64_t blank, float* gamma, int64_t g_stride, float* work);
 double ctc_occupancy_utterance_avx2(const double* e, int64_t e_stride, const int64_t* lab, int64_t frames,

@@ -163,7 +163,7 @@ std::tuple<at::Tensor, at::Tensor> ctc_occupancy_cpu(const at::Tensor& e_in, con
     const T_ ninf = neg_inf<T_>();
     const bool avx2 = cpu_has_avx2();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T_> work(3 * (S + 2));
+      std::vector<T_> work(ctc_work_size(S));
       for (int64_t b = begin; b < end; ++b) {
         const int64_t frames = il[b], states = 2 * tl[b] + 1;
         const int64_t* lab = xp + b * S;
@@ -243,7 +243,7 @@ std::tuple<at::Tensor, at::Tensor> ctc_loss_cpu(const at::Tensor& log_probs_in, 
     T_* out = log_p.data_ptr<T_>();
     const bool avx2 = cpu_has_avx2();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T_> e, work(3 * (S + 2));
+      std::vector<T_> e, work(ctc_work_size(S));
       std::vector<int64_t> lab(S);
       for (int64_t b = begin; b < end; ++b) {
         const int64_t frames = il[b], states = 2 * tl[b] + 1;
