@@ -30,7 +30,8 @@ struct FlushDenormals {
 };
 
 // e + log(exp(a) + exp(b) + exp(c)) with two exponentials: the largest term is exp(0) = 1 exactly, so
-// m + log(1 + exp(mid - m) + exp(low - m)), m the maximum (the value of ctc_cell, summed in another order).
+// m + log(1 + exp(mid - m) + exp(low - m)), m the maximum (the value of ctc_cell, summed in another order;
+// exp and log inlined, vec_ops.h).
 template <typename V>
 V ctc_cell2(V e, V a, V b, V c) {
   const V high_ab = vmax(a, b);
@@ -39,7 +40,14 @@ V ctc_cell2(V e, V a, V b, V c) {
   const V low = vmin(a, b);
   const auto finite = finite_mask(m);
   const V safe = vselect(finite, m, V(0));
-  return e + vselect(finite, safe + vlog(V(1) + vexp(mid - safe) + vexp(low - safe)), m);
+  return e + vselect(finite, safe + vlog_fast(V(1) + vexp_fast(mid - safe) + vexp_fast(low - safe)), m);
+}
+
+// occupancy of ../recurrences.h with vexp_fast.
+template <typename V>
+V occupancy_fast(V numerator, V total) {
+  const V exponent = vmin(numerator - total, V(0));
+  return vselect(finite_mask(total) & finite_mask(numerator), vexp_fast(exponent), V(0));
 }
 
 // The first n values of p, `fill` in the other lanes (the tail of a row: no read past it).
@@ -108,7 +116,7 @@ T ctc_utterance(const T* e, int64_t e_stride, const int64_t* lab, int64_t frames
     T* g = G(t);
     int64_t s = 0;
     for (; s + L <= states; s += L) {
-      occupancy(V::loadu(g + s) + V::loadu(cur + 2 + s) - V::loadu(E(t) + s), vtotal).store(g + s);
+      occupancy_fast(V::loadu(g + s) + V::loadu(cur + 2 + s) - V::loadu(E(t) + s), vtotal).store(g + s);
     }
     for (; s < states; ++s) g[s] = occupancy(g[s] + cur[2 + s] - E(t)[s], total);
     std::swap(cur, next);

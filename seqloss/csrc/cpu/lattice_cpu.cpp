@@ -308,17 +308,18 @@ at::Tensor ctc_loss_grad_cpu(const at::Tensor& log_probs, const at::Tensor& targ
     const T_* gp = gamma.data_ptr<T_>();
     const T_* sp = scale.data_ptr<T_>();
     T_* out = grad.data_ptr<T_>();
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      std::vector<int64_t> lab(S);
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t frames = il[b], states = 2 * tl[b] + 1;
-        extended_labels(yp + b * targets.size(1), tl[b], blank, lab.data());
-        for (int64_t t = 0; t < T; ++t) {
+    std::vector<int64_t> labs(B * S);  // the extended labels of every utterance
+    for (int64_t b = 0; b < B; ++b) extended_labels(yp + b * targets.size(1), tl[b], blank, labs.data() + b * S);
+    // frame-major, the order of the (T, B, V) rows in memory
+    at::parallel_for(0, T, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        for (int64_t b = 0; b < B; ++b) {
           T_* row = out + (t * B + b) * V;
           std::memset(row, 0, V * sizeof(T_));
-          if (t >= frames) continue;
+          if (t >= il[b]) continue;
           const T_* g = gp + (t * B + b) * S;
-          for (int64_t s = 0; s < states; ++s) row[lab[s]] += g[s] * sp[b];
+          const int64_t* lab = labs.data() + b * S;
+          for (int64_t s = 0; s < 2 * tl[b] + 1; ++s) row[lab[s]] += g[s] * sp[b];
         }
       }
     });

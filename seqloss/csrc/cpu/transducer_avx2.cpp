@@ -36,31 +36,6 @@ inline void store_partial(T* p, V v, int64_t n) {
   std::memcpy(p, lanes, n * sizeof(T));
 }
 
-// exp for the V-wide passes (float): Cephes' expf, 2^n p(r) with r = x - n log 2 and a degree-6
-// polynomial p (about 1 ulp), inlined instead of a call to Sleef; 0 below -87 (results under 1.7e-38,
-// near or below FLT_MIN: never computed, so that no subnormal intermediate costs a microcode assist;
-// -inf included), +inf above log(FLT_MAX), NaN for NaN.
-inline __m256 exp_rows(__m256 x) {
-  const __m256 too_small = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-  const __m256 too_large = _mm256_cmp_ps(x, _mm256_set1_ps(88.72283935f), _CMP_GT_OQ);
-  // min/max with x second: a NaN x passes through
-  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x));
-  const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  const __m256 result = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-  return _mm256_blendv_ps(_mm256_blendv_ps(result, _mm256_setzero_ps(), too_small), _mm256_set1_ps(INFINITY),
-                          too_large);
-}
-
 // Flush-to-zero and denormals-are-zero for the lifetime of the guard (the previous MXCSR is restored),
 // as in ssnt_avx2.cpp: lattices are full of terms like exp(-95) whose subnormal results cost a
 // microcode assist in every later instruction that touches them; as zeros they change results by < 1e-38.
@@ -95,7 +70,7 @@ struct Avx2Lanes<float> {
     return _mm_cvtss_f32(x);
   }
   static float first(V v) { return _mm256_cvtss_f32(v.v); }
-  static V exp(V v) { return V(exp_rows(v.v)); }
+  static V exp(V v) { return vexp_fast(v); }
 };
 
 template <>
@@ -116,7 +91,7 @@ struct Avx2Lanes<double> {
     return _mm_cvtsd_f64(_mm_add_sd(x, _mm_unpackhi_pd(x, x)));
   }
   static double first(V v) { return _mm256_cvtsd_f64(v.v); }
-  static V exp(V v) { return v.exp(); }  // Sleef, 1 ulp
+  static V exp(V v) { return vexp_fast(v); }
 };
 
 }  // namespace
