@@ -158,7 +158,8 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     contain the blank id (within target_lengths). No frames (T = 0 or input_lengths[b] = 0) give
     loss 0 for an empty target and +inf otherwise. A NaN or +inf among the scores the loss reads
     (the blank's and the target's log_probs on each utterance's frames) makes that utterance's
-    loss and gradient NaN, on both backends; -inf is a valid score.
+    loss and the gradient of its frames NaN, on both backends; -inf is a valid score. Frames past
+    input_lengths are never read and get a zero gradient.
     """
     return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
                        simple=False, backend=backend)

@@ -223,8 +223,9 @@ def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1
         backend: "native" (C++/CUDA lattice kernels) | "torch" (pure-PyTorch reference) | None
             (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
             A NaN or +inf logit in a valid row (t < T_b, u <= U_b; with fused_log_softmax=False,
-            a NaN or +inf blank or target score there) makes that utterance's loss and gradient
-            NaN on both backends; -inf is a valid score.
+            a NaN or +inf blank or target score there) makes that utterance's loss and the
+            gradient of its valid rows NaN on both backends; -inf is a valid score. Rows outside
+            every utterance (padded cells of dense logits) are never read and get a zero gradient.
         inplace_grad: opt-in; the backward pass writes the gradient over the logits' own storage
             (as optimized_transducer does) instead of allocating a second (B, T, U+1, V) tensor.
             The logits must be the output of an operation whose backward does not need them (the
