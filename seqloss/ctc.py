@@ -159,7 +159,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     loss 0 for an empty target and +inf otherwise. A NaN or +inf among the scores the loss reads
     (the blank's and the target's log_probs on each utterance's frames) makes that utterance's
     loss and the gradient of its frames NaN, on both backends; -inf is a valid score. Frames past
-    input_lengths are never read and get a zero gradient.
+    input_lengths get a zero gradient whatever they hold (the native CPU op does not read them).
     """
     return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
                        simple=False, backend=backend)

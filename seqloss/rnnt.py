@@ -225,7 +225,8 @@ def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1
             A NaN or +inf logit in a valid row (t < T_b, u <= U_b; with fused_log_softmax=False,
             a NaN or +inf blank or target score there) makes that utterance's loss and the
             gradient of its valid rows NaN on both backends; -inf is a valid score. Rows outside
-            every utterance (padded cells of dense logits) are never read and get a zero gradient.
+            every utterance (padded cells of dense logits) get a zero gradient whatever they hold
+            (the native CPU op does not even read them).
         inplace_grad: opt-in; the backward pass writes the gradient over the logits' own storage
             (as optimized_transducer does) instead of allocating a second (B, T, U+1, V) tensor.
             The logits must be the output of an operation whose backward does not need them (the
