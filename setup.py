@@ -118,7 +118,8 @@ def native_extensions():
 
     extensions = [CppExtension(
         "seqloss._C", [f"{CSRC}/ops.cpp", f"{CSRC}/cpu/lattice_cpu.cpp", f"{CSRC}/cpu/ctc_avx2.cpp",
-                       f"{CSRC}/cpu/ssnt_avx2.cpp"],
+                       f"{CSRC}/cpu/ssnt_avx2.cpp",
+                       f"{CSRC}/cpu/transducer_cpu.cpp", f"{CSRC}/cpu/transducer_avx2.cpp"],
         extra_compile_args={"cxx": ["-O3", "-fopenmp"]}, extra_link_args=["-fopenmp"])]
     if build_cuda:
         extensions.append(CUDAExtension(

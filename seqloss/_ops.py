@@ -86,6 +86,12 @@ CUDA_LOAD_ERROR = _load("_C_cuda") if CPU_AVAILABLE else LOAD_ERROR
 CUDA_AVAILABLE = CUDA_LOAD_ERROR is None
 
 
+# the fused CPU losses (ops transducer_loss, transducer_loss_grad, ctc_loss, ctc_loss_grad); absent from
+# libraries built before them
+FUSED_TRANSDUCER = CPU_AVAILABLE and hasattr(torch.ops.seqloss, "transducer_loss")
+FUSED_CTC = CPU_AVAILABLE and hasattr(torch.ops.seqloss, "ctc_loss")
+
+
 def available(device_type: str) -> bool:
     """Whether native kernels exist for tensors on `device_type` ("cpu", "cuda")."""
     return {"cpu": CPU_AVAILABLE, "cuda": CUDA_AVAILABLE}.get(device_type, False)
@@ -135,6 +141,30 @@ if CPU_AVAILABLE:
         contiguous = torch.contiguous_format
         return (token.new_empty(token.shape[0]), torch.empty_like(token, memory_format=contiguous),
                 torch.empty_like(token, memory_format=contiguous))
+
+    @torch.library.register_fake("seqloss::ctc_loss")
+    def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank):
+        num_frames, batch, _ = log_probs.shape
+        return log_probs.new_empty(batch), log_probs.new_empty(num_frames, batch, 2 * targets.shape[1] + 1)
+
+    @torch.library.register_fake("seqloss::ctc_loss_grad")
+    def _ctc_loss_grad_fake(log_probs, *args):
+        return torch.empty_like(log_probs, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("seqloss::transducer_loss")
+    def _transducer_loss_fake(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax,
+                              one_symbol_per_frame, final_blank, max_frames, max_labels):
+        grid = (targets.shape[0], max_frames, max_labels + 1)
+        return (logits.new_empty(targets.shape[0]), logits.new_empty(grid), logits.new_empty(grid),
+                logits.new_empty(grid))
+
+    @torch.library.register_fake("seqloss::transducer_loss_grad")
+    def _transducer_loss_grad_fake(logits, *args):
+        return torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("seqloss::transducer_loss_grad_")
+    def _transducer_loss_grad_inplace_fake(logits, *args):
+        return None
 
     def _lattice_setup(ctx, inputs, output):
         blank, emit, _, _, one_symbol_per_frame = inputs
@@ -217,3 +247,44 @@ def ctc_viterbi(e, ext, target_lengths, input_lengths, blank: int):
 def ssnt_lattice(token, choose, source_lengths, target_lengths):
     """Native fused SSNT pass (CPU): log P (B,), d log P / d token and d log P / d choose (B, J, S)."""
     return torch.ops.seqloss.ssnt_lattice(token, choose, source_lengths, target_lengths)
+
+
+def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank: int):
+    """The fused CPU CTC loss: log P (B,) and gamma (T, B, 2L+1), :func:`ctc_occupancy` of ``ctc_emissions``.
+
+    Takes the (T, B, V) log-probs and padded (B, L) targets themselves: each utterance gathers its
+    own emissions. An utterance with a NaN or +inf among the scores it reads gets log P NaN and
+    gamma NaN on its frames.
+    """
+    return torch.ops.seqloss.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank)
+
+
+def ctc_loss_grad(log_probs, targets, input_lengths, target_lengths, gamma, scale, blank: int):
+    """(T, B, V): scale[b] times gamma scattered onto the classes of the extended labels; 0 on frames t >= T_b."""
+    return torch.ops.seqloss.ctc_loss_grad(log_probs, targets, input_lengths, target_lengths, gamma, scale, blank)
+
+
+def transducer_loss(logits, targets, logit_lengths, target_lengths, blank: int, *, fused_log_softmax: bool,
+                    one_symbol_per_frame: bool, final_blank: bool, max_frames: int, max_labels: int):
+    """The fused CPU transducer loss: log P (B,) and the (B, max_frames, max_labels + 1) grids lse, occ_blank, occ_emit.
+
+    Stage 1 (log-sum-exp, blank and target log-probs of every valid row), the lattice and the edge
+    occupancies in one op that reads only the rows of valid cells (t < T_b, u <= U_b) of dense
+    (B, max_frames, max_labels + 1, V) or packed (sum_b T_b (U_b + 1), V) logits. An utterance with
+    a NaN or +inf score or log-sum-exp in a valid cell gets log P and occupancies NaN.
+    """
+    return torch.ops.seqloss.transducer_loss(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax,
+                                             one_symbol_per_frame, final_blank, max_frames, max_labels)
+
+
+def transducer_loss_grad(logits, targets, logit_lengths, target_lengths, lse, occ_blank, occ_emit, scale, blank: int,
+                         clamp: float, *, fused_log_softmax: bool, inplace: bool = False):
+    """d sum_b scale[b] (-log P_b) / d logits from the grids of :func:`transducer_loss` (padded rows: 0).
+
+    ``inplace=True`` writes it over ``logits`` (contiguous) and returns them.
+    """
+    args = (targets, logit_lengths, target_lengths, lse, occ_blank, occ_emit, scale, blank, clamp, fused_log_softmax)
+    if inplace:
+        torch.ops.seqloss.transducer_loss_grad_(logits, *args)
+        return logits
+    return torch.ops.seqloss.transducer_loss_grad(logits, *args)

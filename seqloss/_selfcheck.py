@@ -3,7 +3,8 @@
 :func:`check_backend` runs every native op registered for a device (``seqloss._ops``) on a small
 fixed-seed float64 problem and compares all of its outputs with the pure-PyTorch reference in
 ``seqloss._lattice``: the transducer lattice in both schedules, the CTC occupancy, both Viterbi
-ops (score and path) and the fused SSNT pass. It returns a :class:`SelfCheckReport`.
+ops (score and path), the fused SSNT pass, the fused transducer loss (dense and packed logits) with
+its gradient, and the fused CTC loss with its gradient. It returns a :class:`SelfCheckReport`.
 
 :func:`native_ok` is what backend selection calls: the first time the native backend is chosen
 for a device it runs the check once (a few milliseconds) and remembers the outcome. If any op
@@ -115,15 +116,106 @@ def _problem(device: torch.device):
     target_lengths, input_lengths = torch.tensor([2, 1, 0]), torch.tensor([6, 4, 3])
     ext = ctc_extended_labels(targets, 0)
     ctc = (ctc_emissions(log_probs, ext, input_lengths), ext, target_lengths, input_lengths, 0)
+    ctc_fused = (log_probs, targets, input_lengths, target_lengths)
 
     # SSNT: 2 utterances, J = 3, S = 5
     token = torch.randn(2, 3, 5, generator=gen, **f64).log_softmax(1)
     choose = torch.nn.functional.logsigmoid(torch.randn(2, 3, 5, generator=gen, **f64))
     ssnt = (token, choose, torch.tensor([5, 3]), torch.tensor([3, 2]))
 
+    # fused transducer loss: dense logits (B=3, T=5, U=3, V=4) and the same valid rows packed, blank 1
+    logits = torch.randn(3, 5, 4, 4, generator=gen, **f64)
+    fused = (logits, torch.tensor([[2, 3, 0], [3, 3, 0], [0, 0, 0]]), frames, labels)
+
     def move(args):
         return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
-    return {one: move(args) for one, args in transducer.items()}, move(ctc), move(ssnt)
+    return ({one: move(args) for one, args in transducer.items()}, move(ctc), move(ssnt), move(fused),
+            move(ctc_fused))
+
+
+CTC_SCALE = (0.5, -1.0, 2.0)
+
+
+def _ctc_fused_reference(log_probs, targets, input_lengths, target_lengths):
+    """ctc_loss's outputs by the torch lattice on the gathered emissions: log P and gamma (T, B, S)."""
+    ext = ctc_extended_labels(targets, 0)
+    return ctc_lattice.ctc_occupancy(ctc_emissions(log_probs, ext, input_lengths), ext, target_lengths,
+                                     input_lengths, 0)
+
+
+def _ctc_grad_native(log_probs, targets, input_lengths, target_lengths):
+    _, gamma = _ctc_fused_reference(*(a.cpu() for a in (log_probs, targets, input_lengths, target_lengths)))
+    scale = torch.tensor(CTC_SCALE, dtype=log_probs.dtype, device=log_probs.device)
+    return (_ops.ctc_loss_grad(log_probs, targets, input_lengths, target_lengths, gamma.to(log_probs.device), scale,
+                               0),)
+
+
+def _ctc_grad_reference(log_probs, targets, input_lengths, target_lengths):
+    """scale[b] gamma scattered onto the classes of the extended labels, (T, B, V)."""
+    _, gamma = _ctc_fused_reference(log_probs, targets, input_lengths, target_lengths)
+    ext = ctc_extended_labels(targets, 0)
+    mass = gamma * torch.tensor(CTC_SCALE, dtype=gamma.dtype).view(1, -1, 1)
+    return (torch.zeros_like(log_probs).scatter_add_(2, ext.unsqueeze(0).expand_as(mass), mass),)
+
+
+FUSED_BLANK, FUSED_CLAMP = 1, 0.4
+
+
+def _packed(logits, frames, labels):
+    return torch.cat([logits[b, : frames[b], : labels[b] + 1].reshape(-1, logits.shape[-1])
+                      for b in range(logits.shape[0])])
+
+
+def _fused_reference(logits, targets, frames, labels, one_symbol_per_frame):
+    """transducer_loss's outputs from dense logits by the torch lattice: log P, the lse, occ_blank, occ_emit grids."""
+    lse = torch.logsumexp(logits, dim=-1)
+    t, u = torch.arange(logits.shape[1]).view(1, -1, 1), torch.arange(logits.shape[2]).view(1, 1, -1)
+    valid = (t < frames.view(-1, 1, 1)) & (u <= labels.view(-1, 1, 1))
+    y = targets.gather(1, u.flatten().clamp(max=targets.shape[1] - 1).expand(targets.shape[0], -1))
+    blank = torch.where(valid, logits[..., FUSED_BLANK] - lse, float("-inf"))
+    emit = logits.gather(3, y.view(-1, 1, logits.shape[2], 1).expand(-1, logits.shape[1], -1, -1))[..., 0] - lse
+    emit_frames = frames.view(-1, 1, 1) - (1 if one_symbol_per_frame else 0)
+    emit = torch.where((t < emit_frames) & (u < labels.view(-1, 1, 1)), emit, float("-inf"))[..., :-1]
+    log_p, occ_blank, occ_emit = transducer_lattice.transducer_occupancy(
+        blank, emit, frames, labels, one_symbol_per_frame=one_symbol_per_frame)
+    return log_p, torch.where(valid, lse, 0.0), occ_blank, torch.nn.functional.pad(occ_emit, (0, 1))
+
+
+def _fused_grad_reference(logits, targets, frames, labels, scale):
+    """transducer_loss_grad from the reference grids (schedule of RNN-T, clamp FUSED_CLAMP): dense (B, T, U+1, V)."""
+    _, lse, occ_blank, occ_emit = _fused_reference(logits, targets, frames, labels, False)
+    y = targets.gather(1, torch.arange(logits.shape[2]).clamp(max=targets.shape[1] - 1).expand(targets.shape[0], -1))
+    classes = torch.arange(logits.shape[3])
+    grad = torch.exp(logits - lse.unsqueeze(-1)) * (occ_blank + occ_emit).unsqueeze(-1)
+    grad = grad - torch.where(classes == FUSED_BLANK, occ_blank.unsqueeze(-1), 0.0)
+    grad = grad - torch.where(classes == y.view(y.shape[0], 1, -1, 1), occ_emit.unsqueeze(-1), 0.0)
+    grad = grad.clamp(-FUSED_CLAMP, FUSED_CLAMP) * scale.view(-1, 1, 1, 1)
+    t, u = torch.arange(logits.shape[1]).view(1, -1, 1), torch.arange(logits.shape[2]).view(1, 1, -1)
+    valid = (t < frames.view(-1, 1, 1)) & (u <= labels.view(-1, 1, 1))
+    return torch.where(valid.unsqueeze(-1), grad, 0.0)
+
+
+def _fused_native(logits, targets, frames, labels, one_symbol_per_frame):
+    """The op on packed logits for the one-symbol-per-frame schedule, dense ones otherwise (both layouts checked)."""
+    x = _packed(logits, frames, labels) if one_symbol_per_frame else logits
+    return _ops.transducer_loss(x, targets, frames, labels, FUSED_BLANK, fused_log_softmax=True,
+                                one_symbol_per_frame=one_symbol_per_frame, final_blank=True,
+                                max_frames=logits.shape[1], max_labels=logits.shape[2] - 1)
+
+
+def _fused_grad_native(logits, targets, frames, labels, scale, inplace):
+    """The gradient op on dense logits (in place on a copy: on packed ones), from the reference grids."""
+    x = _packed(logits, frames, labels) if inplace else logits
+    cpu = (a.cpu() for a in (logits, targets, frames, labels))
+    grids = [grid.to(logits.device) for grid in _fused_reference(*cpu, False)[1:]]
+    grad = _ops.transducer_loss_grad(x.clone(), targets, frames, labels, *grids, scale, FUSED_BLANK, FUSED_CLAMP,
+                                     fused_log_softmax=True, inplace=inplace)
+    return (grad,)
+
+
+def _fused_grad_expected(logits, targets, frames, labels, scale, inplace):
+    grad = _fused_grad_reference(logits, targets, frames, labels, scale)
+    return (_packed(grad, frames, labels) if inplace else grad,)
 
 
 def _ssnt_reference(token, choose, source_lengths, target_lengths):
@@ -135,7 +227,7 @@ SCHEDULE = {False: "emit stays on the frame", True: "emit advances the frame"}  
 
 
 def _run_checks(device: torch.device, ops: list[str]) -> list[OpCheck]:
-    transducer, ctc, ssnt = _problem(device)
+    transducer, ctc, ssnt, fused, ctc_fused = _problem(device)
     checks = []
 
     def attempt(op, native, reference):
@@ -157,12 +249,30 @@ def _run_checks(device: torch.device, ops: list[str]) -> list[OpCheck]:
         attempt("ctc_occupancy", lambda: _ops.ctc_occupancy(*ctc), lambda: ctc_lattice.ctc_occupancy(*ctc))
     if "ctc_viterbi" in ops:
         attempt("ctc_viterbi", lambda: _ops.ctc_viterbi(*ctc), lambda: viterbi_lattice.ctc_viterbi(*ctc))
+    if "ctc_loss" in ops:
+        attempt("ctc_loss", lambda: _ops.ctc_loss(*ctc_fused, 0),
+                lambda: _ctc_fused_reference(*(a.cpu() for a in ctc_fused)))
+    if "ctc_loss_grad" in ops:
+        attempt("ctc_loss_grad", lambda: _ctc_grad_native(*ctc_fused),
+                lambda: _ctc_grad_reference(*(a.cpu() for a in ctc_fused)))
     if "ssnt_lattice" in ops:
         attempt("ssnt_lattice", lambda: _ops.ssnt_lattice(*ssnt), lambda: _ssnt_reference(*ssnt))
+    for one in (False, True):
+        if "transducer_loss" in ops:
+            layout = "packed" if one else "dense"
+            attempt(f"transducer_loss ({SCHEDULE[one]}, {layout})", partial(_fused_native, *fused, one),
+                    partial(_fused_reference, *(a.cpu() for a in fused), one))
+    scale = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, device=device)
+    for name, inplace in (("transducer_loss_grad", False), ("transducer_loss_grad_", True)):
+        if name in ops:
+            attempt(f"{name} (clamp {FUSED_CLAMP}, {'packed' if inplace else 'dense'})",
+                    partial(_fused_grad_native, *fused, scale, inplace),
+                    partial(_fused_grad_expected, *(a.cpu() for a in fused), scale.cpu(), inplace))
     return checks
 
 
-CHECKED_OPS = ("transducer_lattice", "transducer_viterbi", "ctc_occupancy", "ctc_viterbi", "ssnt_lattice")
+CHECKED_OPS = ("transducer_lattice", "transducer_viterbi", "ctc_occupancy", "ctc_viterbi", "ssnt_lattice",
+               "transducer_loss", "transducer_loss_grad", "transducer_loss_grad_", "ctc_loss", "ctc_loss_grad")
 
 
 def _device(device) -> torch.device:

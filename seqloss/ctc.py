@@ -10,7 +10,7 @@ not depend on u.
 """
 import torch
 
-from . import _backend, _checks
+from . import _backend, _checks, _ops
 from ._lattice import ctc as ctc_lattice
 from ._lattice.transducer import transducer_log_likelihood, transducer_occupancy
 from .scores import ctc_emissions, ctc_extended_labels, simple_ctc_edge_scores
@@ -61,27 +61,45 @@ def class_occupancy(log_probs, targets, blank, state, *, simple, scale=None):
     return mass.transpose(0, 1)
 
 
+def _on_frames(bad, input_lengths, frame_dim: int, num_frames: int):
+    """bad (B,) restricted to each utterance's frames: (T, B, 1) (frame_dim 0) or (B, T, 1) (frame_dim 1)."""
+    frame = torch.arange(num_frames, device=bad.device)
+    if frame_dim == 0:
+        return (bad & (frame.unsqueeze(1) < input_lengths)).unsqueeze(2)
+    return (bad.unsqueeze(1) & (frame < input_lengths.unsqueeze(1))).unsqueeze(2)
+
+
 class _CTCFunction(torch.autograd.Function):
     """CTC (simple=False) or simplified CTC (simple=True): per-utterance -log P, gradient from posteriors."""
 
     @staticmethod
     def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank, zero_infinity, simple, backend):
+        ctx.config = (blank, zero_infinity, simple)
+        ctx.fused_native = (not simple and backend == "native" and _ops.FUSED_CTC and log_probs.device.type == "cpu"
+                            and log_probs.dtype in (torch.float32, torch.float64))
+        if ctx.fused_native:
+            # one op gathers each utterance's emissions, runs its lattice and flags NaN / +inf scores
+            log_p, gamma = _ops.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank)
+            ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, gamma)
+            return torch.where(torch.isinf(log_p), 0.0, -log_p) if zero_infinity else -log_p
+        # NaN in, NaN out, whatever the backend's recursion makes of it: log P, and the posteriors on the
+        # utterance's frames (the gradient of padded frames stays 0)
         if simple:
             blank_s, emit_s = simple_ctc_edge_scores(log_probs, targets, input_lengths, target_lengths, blank)
             log_p, *state = transducer_occupancy(blank_s, emit_s, input_lengths, target_lengths,
                                                  one_symbol_per_frame=True,
                                                  marginals=_backend.transducer_marginals(backend))
             bad = _checks.invalid_utterances(0, blank_s, emit_s)
-            state = [_checks.poison(bad, occupancy) for occupancy in state]
+            on_frames = _on_frames(bad, input_lengths, 1, blank_s.shape[1])
+            state = [torch.where(on_frames, float("nan"), occupancy) for occupancy in state]
         else:
             ext = ctc_extended_labels(targets, blank)
             e = ctc_emissions(log_probs.to(_checks.compute_dtype(log_probs)), ext, input_lengths)
             log_p, gamma = _backend.ctc_occupancy(backend)(e, ext, target_lengths, input_lengths, blank)
             bad = _checks.invalid_utterances(1, e)
-            state = [_checks.poison(bad, gamma, 1), ext]
-        log_p = _checks.poison(bad, log_p)  # NaN in, NaN out, whatever the backend's recursion makes of it
+            state = [torch.where(_on_frames(bad, input_lengths, 0, e.shape[0]), float("nan"), gamma), ext]
+        log_p = _checks.poison(bad, log_p)
         ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, *state)
-        ctx.config = (blank, zero_infinity, simple)
         return torch.where(torch.isinf(log_p), 0.0, -log_p) if zero_infinity else -log_p
 
     @staticmethod
@@ -94,7 +112,11 @@ class _CTCFunction(torch.autograd.Function):
                 lambda x: _ctc_nll(x, targets, input_lengths, target_lengths, blank, simple, zero_infinity),
                 [log_probs], grad_losses)
             return (grads[0],) + none
-        grad = class_occupancy(log_probs, targets, blank, state, simple=simple, scale=-grad_losses.to(state[0].dtype))
+        scale = -grad_losses.to(state[0].dtype)
+        if ctx.fused_native:
+            return (_ops.ctc_loss_grad(log_probs, targets, input_lengths, target_lengths, state[0],
+                                       scale.contiguous(), blank),) + none
+        grad = class_occupancy(log_probs, targets, blank, state, simple=simple, scale=scale)
         return (grad.to(log_probs.dtype),) + none
 
 
@@ -136,7 +158,8 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     contain the blank id (within target_lengths). No frames (T = 0 or input_lengths[b] = 0) give
     loss 0 for an empty target and +inf otherwise. A NaN or +inf among the scores the loss reads
     (the blank's and the target's log_probs on each utterance's frames) makes that utterance's
-    loss and gradient NaN, on both backends; -inf is a valid score.
+    loss and the gradient of its frames NaN, on both backends; -inf is a valid score. Frames past
+    input_lengths get a zero gradient whatever they hold (the native CPU op does not read them).
     """
     return _ctc_family(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
                        simple=False, backend=backend)

@@ -9,18 +9,19 @@ occupancy terms. Only the small (B, T, U+1) tensors are kept between forward and
 """
 import torch
 
-from . import _backend, _checks
+from . import _backend, _checks, _ops
 from ._lattice.transducer import transducer_log_likelihood, transducer_occupancy
 from .scores import from_grid, invalid_rows, logit_rows, transducer_edge_scores, transducer_layout
 
 __all__ = ["rnnt_loss", "modified_rnnt_loss"]
 
 
-def _logits_grad(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused):
+def _logits_grad(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused, row_valid):
     """Stage 3 as one expression (one pass under torch.compile): d loss / d logits rows (N, V).
 
         grad[v] = (softmax(x)[v] (occ_blank + occ_emit) if fused) - occ_blank [v = blank] - occ_emit [v = y],
-    clamped to [-clamp, clamp] when clamp > 0, times the upstream gradient of the row's utterance.
+    clamped to [-clamp, clamp] when clamp > 0, times the upstream gradient of the row's utterance;
+    0 on the rows outside every utterance (``row_valid`` False; None: every row is valid).
     """
     dtype = lse.dtype if fused else occ_blank.dtype
     classes = torch.arange(x2d.shape[1], device=x2d.device)
@@ -32,10 +33,13 @@ def _logits_grad(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp
     grad = grad - torch.where(classes == row_targets.unsqueeze(1), occ_emit.unsqueeze(1), 0.0)
     if clamp > 0:
         grad = grad.clamp(-clamp, clamp)
-    return (grad * scale.unsqueeze(1)).to(x2d.dtype)
+    grad = grad * scale.unsqueeze(1)
+    if row_valid is not None:
+        grad = torch.where(row_valid.unsqueeze(1), grad, 0.0)
+    return grad.to(x2d.dtype)
 
 
-def _logits_grad_eager(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused):
+def _logits_grad_eager(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused, row_valid):
     """:func:`_logits_grad` with in-place ops: the same numbers, one (N, V) allocation."""
     dtype = lse.dtype if fused else occ_blank.dtype
     if fused:
@@ -46,13 +50,16 @@ def _logits_grad_eager(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank,
     grad.scatter_add_(1, row_targets.unsqueeze(1), -occ_emit.unsqueeze(1))
     if clamp > 0:
         grad.clamp_(-clamp, clamp)
-    return grad.mul_(scale.unsqueeze(1)).to(x2d.dtype)
+    grad.mul_(scale.unsqueeze(1))
+    if row_valid is not None:
+        grad.masked_fill_(~row_valid.unsqueeze(1), 0.0)
+    return grad.to(x2d.dtype)
 
 
 _INPLACE_CHUNK_ELEMENTS = 1 << 22
 
 
-def _logits_grad_into(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused):
+def _logits_grad_into(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused, row_valid):
     """:func:`_logits_grad_eager` written over ``x2d`` itself (rows in chunks of about 4 M elements).
 
     Every chunk's gradient depends only on that chunk's logits, so overwriting them in place is
@@ -62,7 +69,8 @@ def _logits_grad_into(x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, 
     for start in range(0, x2d.shape[0], rows):
         part = slice(start, start + rows)
         x2d[part] = _logits_grad_eager(x2d[part], None if lse is None else lse[part], occ_blank[part],
-                                       occ_emit[part], row_targets[part], scale[part], blank, clamp, fused)
+                                       occ_emit[part], row_targets[part], scale[part], blank, clamp, fused,
+                                       None if row_valid is None else row_valid[part])
     return x2d
 
 
@@ -79,10 +87,31 @@ def _transducer_nll(logits, targets, logit_lengths, target_lengths, blank, fused
                                       one_symbol_per_frame=one_symbol_per_frame)
 
 
+def _fused_native(logits, backend) -> bool:
+    """Whether the fused CPU op (``seqloss._ops.transducer_loss``) runs all three stages of this call."""
+    return (backend == "native" and _ops.FUSED_TRANSDUCER and logits.device.type == "cpu"
+            and logits.dtype in (torch.float32, torch.float64))
+
+
 class _TransducerFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, clamp, fused, one_symbol_per_frame,
                 final_blank, backend, inplace_grad=False):
+        ctx.config = (blank, clamp, fused, one_symbol_per_frame, final_blank)
+        ctx.inplace_grad = inplace_grad
+        ctx.fused_native = _fused_native(logits, backend)
+        if ctx.fused_native:
+            # one op reads the rows of valid cells only; the grids it returns are all backward needs
+            if logits.dim() == 4:
+                max_frames, max_labels = logits.shape[1], logits.shape[2] - 1
+            else:
+                max_frames, max_labels = int(logit_lengths.max()), int(target_lengths.max())
+            log_p, *grids = _ops.transducer_loss(logits, targets, logit_lengths, target_lengths, blank,
+                                                 fused_log_softmax=fused, one_symbol_per_frame=one_symbol_per_frame,
+                                                 final_blank=final_blank, max_frames=max_frames,
+                                                 max_labels=max_labels)
+            ctx.save_for_backward(logits, targets, logit_lengths, target_lengths, *grids)
+            return -log_p
         layout = transducer_layout(logits, logit_lengths, target_lengths)
         lse, blank_s, emit_s, row_targets = transducer_edge_scores(
             logit_rows(logits), targets, logit_lengths, target_lengths, blank, layout, fused_log_softmax=fused,
@@ -98,17 +127,17 @@ class _TransducerFunction(torch.autograd.Function):
         occ_emit = torch.nn.functional.pad(occ_emit, (0, 1))
         saved = [logits, targets, logit_lengths, target_lengths, from_grid(occ_blank, layout),
                  from_grid(occ_emit, layout), row_targets, layout.batch]
+        if layout.dense:  # rows of padded cells get a zero gradient
+            saved.append((layout.frame < logit_lengths[layout.batch]) & (layout.label <= target_lengths[layout.batch]))
         if fused:
             saved.append(lse)
         ctx.save_for_backward(*saved)
-        ctx.config = (blank, clamp, fused, one_symbol_per_frame, final_blank)
-        ctx.inplace_grad = inplace_grad
+        ctx.dense = layout.dense
         return -log_p
 
     @staticmethod
     def backward(ctx, grad_losses):
-        logits, targets, logit_lengths, target_lengths, occ_blank, occ_emit, row_targets, row_batch, *lse = \
-            ctx.saved_tensors
+        logits, targets, logit_lengths, target_lengths, *rest = ctx.saved_tensors
         blank, clamp, fused, one_symbol_per_frame, final_blank = ctx.config
         none = (None,) * 10
         if torch.is_grad_enabled():
@@ -119,9 +148,20 @@ class _TransducerFunction(torch.autograd.Function):
                 return (_checks.recompute_grads(nll, [logits], grad_losses)[0],) + none
             unit = _checks.recompute_grads(nll, [logits], torch.ones_like(grad_losses))[0].clamp(-clamp, clamp)
             return (unit * grad_losses.view(-1, *([1] * (logits.dim() - 1))).to(unit.dtype),) + none
+        if ctx.fused_native:
+            # in place: the logits are not needed after this, their storage becomes the gradient
+            grad = _ops.transducer_loss_grad(logits.detach(), targets, logit_lengths, target_lengths, *rest,
+                                             grad_losses.to(logits.dtype).contiguous(), blank, clamp,
+                                             fused_log_softmax=fused, inplace=ctx.inplace_grad)
+            if ctx.inplace_grad:
+                # a second backward through a retained graph then fails autograd's saved-tensor version check
+                torch.autograd.graph.increment_version(logits)
+            return (grad,) + none
+        occ_blank, occ_emit, row_targets, row_batch, *rest = rest
+        row_valid = rest.pop(0) if ctx.dense else None
         x2d = logit_rows(logits)
         if fused:
-            lse = lse[0]
+            lse = rest[0]
             lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
         else:
             lse = None
@@ -129,10 +169,11 @@ class _TransducerFunction(torch.autograd.Function):
         if ctx.inplace_grad:
             # the logits are not needed after this: their storage becomes the gradient
             # (a second backward through a retained graph then fails autograd's saved-tensor version check)
-            grad = _logits_grad_into(x2d.detach(), lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused)
+            grad = _logits_grad_into(x2d.detach(), lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused,
+                                     row_valid)
             return (grad.view(logits.shape),) + none
         grad = _backend.v_wide(_logits_grad, x2d, lse, occ_blank, occ_emit, row_targets, scale, blank, clamp, fused,
-                               eager=_logits_grad_eager)
+                               row_valid, eager=_logits_grad_eager)
         return (grad.view(logits.shape),) + none
 
 
@@ -182,8 +223,10 @@ def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=-1, clamp=-1
         backend: "native" (C++/CUDA lattice kernels) | "torch" (pure-PyTorch reference) | None
             (``SEQLOSS_BACKEND``, else native where built); both give the same numbers.
             A NaN or +inf logit in a valid row (t < T_b, u <= U_b; with fused_log_softmax=False,
-            a NaN or +inf blank or target score there) makes that utterance's loss and gradient
-            NaN on both backends; -inf is a valid score.
+            a NaN or +inf blank or target score there) makes that utterance's loss and the
+            gradient of its valid rows NaN on both backends; -inf is a valid score. Rows outside
+            every utterance (padded cells of dense logits) get a zero gradient whatever they hold
+            (the native CPU op does not even read them).
         inplace_grad: opt-in; the backward pass writes the gradient over the logits' own storage
             (as optimized_transducer does) instead of allocating a second (B, T, U+1, V) tensor.
             The logits must be the output of an operation whose backward does not need them (the

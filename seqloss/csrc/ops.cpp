@@ -30,4 +30,30 @@ TORCH_LIBRARY(seqloss, m) {
   m.def(
       "ctc_viterbi(Tensor e, Tensor ext, Tensor target_lengths, Tensor input_lengths, int blank)"
       " -> (Tensor, Tensor)");
+  // The fused CTC loss of seqloss/ctc.py (CPU only): from (T,B,V) log-probs, padded int64 targets (B,L) and
+  // lengths (B,): log P (B,) and the state occupancies gamma (T,B,2L+1) of ctc_occupancy, the emissions
+  // gathered inside. ctc_loss_grad: scale[b] times gamma scattered onto the classes l'_s, (T,B,V).
+  m.def(
+      "ctc_loss(Tensor log_probs, Tensor targets, Tensor input_lengths, Tensor target_lengths, int blank)"
+      " -> (Tensor, Tensor)");
+  m.def(
+      "ctc_loss_grad(Tensor log_probs, Tensor targets, Tensor input_lengths, Tensor target_lengths, Tensor gamma,"
+      " Tensor scale, int blank) -> Tensor");
+  // The fused transducer loss of seqloss/rnnt.py (CPU only): from dense (B,T,U+1,V) logits with
+  // T = max_frames, U = max_labels, or packed (sum_b T_b (U_b+1), V) ones, and int64 targets (B,U') and
+  // lengths (B,). Returns log P (B,) and the (B, max_frames, max_labels+1) grids of the log-sum-exp of
+  // each row (fused_log_softmax), occ_blank and occ_emit, zero outside each utterance's valid cells.
+  m.def(
+      "transducer_loss(Tensor logits, Tensor targets, Tensor logit_lengths, Tensor target_lengths, int blank,"
+      " bool fused_log_softmax, bool one_symbol_per_frame, bool final_blank, int max_frames, int max_labels)"
+      " -> (Tensor, Tensor, Tensor, Tensor)");
+  // d (sum_b scale[b] (-log P_b)) / d logits from those grids, every element clamped to [-clamp, clamp]
+  // first when clamp > 0; padded rows of dense logits get 0. The in-place form writes it over the logits.
+  m.def(
+      "transducer_loss_grad(Tensor logits, Tensor targets, Tensor logit_lengths, Tensor target_lengths, Tensor lse,"
+      " Tensor occ_blank, Tensor occ_emit, Tensor scale, int blank, float clamp, bool fused_log_softmax) -> Tensor");
+  m.def(
+      "transducer_loss_grad_(Tensor(a!) logits, Tensor targets, Tensor logit_lengths, Tensor target_lengths,"
+      " Tensor lse, Tensor occ_blank, Tensor occ_emit, Tensor scale, int blank, float clamp, bool fused_log_softmax)"
+      " -> ()");
 }

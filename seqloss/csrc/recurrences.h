@@ -84,6 +84,8 @@ SEQLOSS_HD float vexp(float x) { return exp_(x); }
 SEQLOSS_HD double vexp(double x) { return exp_(x); }
 SEQLOSS_HD float vlog(float x) { return log_(x); }
 SEQLOSS_HD double vlog(double x) { return log_(x); }
+SEQLOSS_HD float vlog1p(float x) { return log1p_(x); }
+SEQLOSS_HD double vlog1p(double x) { return log1p_(x); }
 
 // log(exp(a) + exp(b) + exp(c)) = m + log(sum exp(x - m)), m the maximum; -inf when all are -inf.
 // One log instead of the two log1p of log_add(log_add(a, b), c): equal up to rounding.

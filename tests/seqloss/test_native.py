@@ -203,9 +203,9 @@ def test_fullgraph_compile_traces_the_native_op(name):
     logits, rtg, ll, rtl = transducer_batch(0, 2, 4, 2, 5, dtype=torch.float32)
     lp, stg, ch, sl, stl = ssnt_batch(0, 2, 2, 4, 3, dtype=torch.float32)
     fn, inputs, op = {
-        "ctc": (lambda v: seqloss.ctc_loss(v, tg, il, tl, backend="native"), (x,), "seqloss.ctc_occupancy"),
+        "ctc": (lambda v: seqloss.ctc_loss(v, tg, il, tl, backend="native"), (x,), "seqloss.ctc_loss"),
         "rnnt": (lambda v: seqloss.rnnt_loss(v, rtg, ll, rtl, blank=0, backend="native"), (logits,),
-                 "seqloss.transducer_lattice"),
+                 "seqloss.transducer_loss"),
         "ssnt": (lambda a, b: seqloss.ssnt_loss(a, stg, b, sl, stl, backend="native"), (lp, ch),
                  "seqloss.ssnt_lattice"),
     }[name]
@@ -318,13 +318,19 @@ def test_compiled_v_wide_stages_equal_eager(monkeypatch):
 
 SCALAR_CHECK = """
 import torch, seqloss
-from helpers import ctc_batch, ssnt_batch
+from helpers import ctc_batch, pack_transducer, ssnt_batch, transducer_batch
 for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-5)):
     x, tg, il, tl = ctc_batch(3, 30, 4, 12, 9, dtype=dtype)
     lp, stg, ch, sl, stl = ssnt_batch(4, 3, 11, 21, 5, dtype=dtype)
+    logits, rtg, ll, rtl = transducer_batch(5, 4, 13, 6, 11, dtype=dtype)
+    packed = pack_transducer(logits, ll, rtl)
     for fn, inputs in ((lambda v: seqloss.ctc_loss(v, tg, il, tl, reduction="sum", backend=BACKEND), (x,)),
                        (lambda a, c: seqloss.ssnt_loss(a, stg, c, sl, stl, reduction="sum", backend=BACKEND),
-                        (lp, ch))):
+                        (lp, ch)),
+                       (lambda v: seqloss.rnnt_loss(v, rtg, ll, rtl, blank=0, clamp=0.2, reduction="sum",
+                                                    backend=BACKEND), (logits,)),
+                       (lambda v: seqloss.modified_rnnt_loss(v, rtg, ll, rtl, blank=0, reduction="sum",
+                                                             backend=BACKEND), (packed,))):
         results = []
         for BACKEND in ("torch", "native"):
             leaves = [t.clone().requires_grad_() for t in inputs]
@@ -338,7 +344,8 @@ print("ok")
 
 @pytest.mark.skipif(not _ops.CPU_AVAILABLE, reason="native kernels not built")
 def test_scalar_kernels_without_avx2():
-    """SEQLOSS_DISABLE_AVX2=1 runs the scalar CTC and SSNT kernels (the AVX2 ones are the default here)."""
+    """SEQLOSS_DISABLE_AVX2=1 runs the scalar CTC, SSNT and fused transducer kernels (the AVX2 ones are the
+    default here)."""
     import os
     import subprocess
     import sys

@@ -34,10 +34,11 @@ def test_report_on_the_cpu_is_all_ok():
     assert report.ok and report.unavailable is None and report.unchecked == []
     names = {check.op.split(" ")[0] for check in report.checks}
     assert names == set(_ops.registered_ops("cpu"))  # every registered op, anything new would be "not checked"
-    assert len(report.checks) == 7  # both schedules of both transducer ops, 2 CTC ops, SSNT
+    assert len(report.checks) == 13  # both schedules of both transducer ops, 2 CTC ops, SSNT, the fused transducer
+    # loss in both schedules, its gradient and the in-place gradient, the fused CTC loss and its gradient
     assert all(check.max_abs_diff < 1e-12 for check in report.checks)
     text = str(report)
-    assert "max abs diff" in text and text.count(" ok") >= 7 and "failed" not in text
+    assert "max abs diff" in text and text.count(" ok") >= 13 and "failed" not in text
     assert report.seconds < 1.0  # milliseconds in practice; generous for a loaded machine
 
 
@@ -82,6 +83,30 @@ def _wrong_ctc_path(*args):
     return states.flip(1), score
 
 
+def _faulty_grad(inplace, padding=False):
+    """transducer_loss_grad off by 1e-6 where `inplace` matches, or (``padding``) with padded dense rows left at 1."""
+    original = _ops.transducer_loss_grad
+
+    def faulty(logits, *args, inplace=False, **kwargs):
+        grad = original(logits, *args, inplace=inplace, **kwargs)
+        if inplace != faulty.inplace:
+            return grad
+        if padding:
+            frames = args[1]
+            return torch.stack([torch.where(torch.arange(grad.shape[1]).view(-1, 1, 1) < frames[b], grad[b], 1.0)
+                                for b in range(grad.shape[0])])
+        return grad + 1e-6
+    faulty.inplace = inplace
+    return faulty
+
+
+def _faulty_ctc_grad(log_probs, targets, input_lengths, target_lengths, gamma, scale, blank):
+    """The CTC gradient with the padded frames of utterance 2 (3 of 6 frames in the check) not zeroed."""
+    grad = torch.ops.seqloss.ctc_loss_grad(log_probs, targets, input_lengths, target_lengths, gamma, scale, blank)
+    grad[int(input_lengths[2]):, 2] = 1.0
+    return grad
+
+
 FAULTS = {
     "ctc_occupancy": ("ctc_occupancy", lambda: _perturb_output("ctc_occupancy", 0, 1e-3)),
     "ctc_occupancy gamma": ("ctc_occupancy", lambda: _perturb_output("ctc_occupancy", 1, 1e-6)),
@@ -89,8 +114,16 @@ FAULTS = {
     "transducer_viterbi": ("transducer_viterbi", lambda: _wrong_transducer_path),
     "ctc_viterbi": ("ctc_viterbi", lambda: _wrong_ctc_path),
     "ssnt_lattice": ("ssnt_lattice", lambda: _perturb_output("ssnt_lattice", 2, 1e-5)),
+    "transducer_loss lse": ("transducer_loss", lambda: _perturb_output("transducer_loss", 1, 1e-6)),
+    "transducer_loss occ_emit": ("transducer_loss", lambda: _perturb_output("transducer_loss", 3, 1e-6)),
+    "transducer_loss_grad": ("transducer_loss_grad", lambda: _faulty_grad(False)),
+    "transducer_loss_grad padding": ("transducer_loss_grad", lambda: _faulty_grad(False, padding=True)),
+    "transducer_loss_grad_": ("transducer_loss_grad_", lambda: _faulty_grad(True)),
+    "ctc_loss": ("ctc_loss", lambda: _perturb_output("ctc_loss", 0, 1e-6)),
+    "ctc_loss gamma": ("ctc_loss", lambda: _perturb_output("ctc_loss", 1, 1e-6)),
+    "ctc_loss_grad": ("ctc_loss_grad", lambda: _faulty_ctc_grad),
 }
-WRAPPER = {"transducer_lattice": "transducer_marginals"}
+WRAPPER = {"transducer_lattice": "transducer_marginals", "transducer_loss_grad_": "transducer_loss_grad"}
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -144,7 +177,7 @@ def test_faulty_ssnt_kernel_falls_back(monkeypatch):
 
 
 def test_disabled_by_environment(monkeypatch):
-    monkeypatch.setattr(_ops, "ctc_occupancy", _perturb_output("ctc_occupancy", 0, 1e-3))
+    monkeypatch.setattr(_ops, "ctc_loss", _perturb_output("ctc_loss", 0, 1e-3))
     monkeypatch.setenv("SEQLOSS_SELF_CHECK", "0")
     x, targets, input_lengths, target_lengths = ctc_batch(3, 12, 3, 6, 4)
     with warnings.catch_warnings():
@@ -171,7 +204,7 @@ def test_not_run_while_torch_compile_traces():
                              fullgraph=True, backend=capture)
     compiled(x)  # fullgraph: running the check inside the trace would break the graph and raise
     assert _selfcheck.first_use_report(CPU) is None
-    assert any("seqloss.ctc_occupancy" in target for target in seen)
+    assert any("seqloss.ctc_loss" in target for target in seen)
 
 
 def test_concurrent_first_calls_run_it_once(monkeypatch):

@@ -9,6 +9,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
+#include <limits>
 #include <tuple>
 #include <vector>
 
@@ -116,10 +118,10 @@ std::tuple<at::Tensor, at::Tensor> transducer_viterbi_cpu(const at::Tensor& blan
 
 // The scalar twin of ctc_occupancy_utterance_avx2 (same arguments, same result up to rounding).
 template <typename T>
-T ctc_occupancy_utterance(const T* e, const int64_t* lab, int64_t frames, int64_t states, int64_t batch,
-                          int64_t num_states, int64_t b, int64_t blank, T* gamma, T* work) {
-  auto E = [&](int64_t t) { return e + (t * batch + b) * num_states; };
-  auto G = [&](int64_t t) { return gamma + (t * batch + b) * num_states; };
+T ctc_occupancy_utterance(const T* e, int64_t e_stride, const int64_t* lab, int64_t frames, int64_t states,
+                          int64_t blank, T* gamma, int64_t g_stride, T* work) {
+  auto E = [&](int64_t t) { return e + t * e_stride; };
+  auto G = [&](int64_t t) { return gamma + t * g_stride; };
   // alpha, stored where gamma goes
   for (int64_t s = 0; s < states; ++s) G(0)[s] = s < 2 ? E(0)[s] : neg_inf<T>();
   for (int64_t t = 1; t < frames; ++t) {
@@ -128,7 +130,7 @@ T ctc_occupancy_utterance(const T* e, const int64_t* lab, int64_t frames, int64_
   const T total = ctc_log_likelihood(G(frames - 1), states);
   // beta from the last frame back, turning alpha into gamma = exp(alpha + beta - e - log P)
   T* next = work;
-  T* cur = work + num_states;
+  T* cur = work + states + 2;
   for (int64_t t = frames - 1; t >= 0; --t) {
     const T* et = E(t);
     T* g = G(t);
@@ -161,21 +163,168 @@ std::tuple<at::Tensor, at::Tensor> ctc_occupancy_cpu(const at::Tensor& e_in, con
     const T_ ninf = neg_inf<T_>();
     const bool avx2 = cpu_has_avx2();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T_> work(3 * (S + 2));
+      std::vector<T_> work(ctc_work_size(S));
       for (int64_t b = begin; b < end; ++b) {
         const int64_t frames = il[b], states = 2 * tl[b] + 1;
         const int64_t* lab = xp + b * S;
         if (frames == 0) {
           out[b] = tl[b] == 0 ? T_(0) : ninf;
         } else if (avx2) {
-          out[b] = ctc_occupancy_utterance_avx2(ep, lab, frames, states, B, S, b, blank, gp, work.data());
+          out[b] = ctc_occupancy_utterance_avx2(ep + b * S, B * S, lab, frames, states, blank, gp + b * S, B * S,
+                                                work.data());
         } else {
-          out[b] = ctc_occupancy_utterance(ep, lab, frames, states, B, S, b, blank, gp, work.data());
+          out[b] =
+              ctc_occupancy_utterance(ep + b * S, B * S, lab, frames, states, blank, gp + b * S, B * S, work.data());
         }
       }
     });
   });
   return {log_p, gamma};
+}
+
+// ----- the fused CTC loss: ops ctc_loss and ctc_loss_grad, from (T, B, V) log-probs and padded targets --------
+// Checks of a ctc_loss / ctc_loss_grad call; targets (B, L) int64, padding past target_lengths ignored.
+void check_ctc_loss_inputs(const char* op, const at::Tensor& log_probs, const at::Tensor& targets,
+                           const at::Tensor& input_lengths, const at::Tensor& target_lengths, int64_t blank) {
+  TORCH_CHECK_VALUE(log_probs.dim() == 3, op, ": log_probs must be (T,B,V), got shape ", log_probs.sizes());
+  checks::check_float_scores(op, log_probs, "log_probs");
+  TORCH_CHECK_VALUE(log_probs.device().is_cpu(), op, ": log_probs must be on the CPU, got ", log_probs.device());
+  const int64_t B = log_probs.size(1), V = log_probs.size(2);
+  TORCH_CHECK_TYPE(targets.scalar_type() == at::kLong, op, ": targets must be int64, got ", targets.scalar_type());
+  TORCH_CHECK_VALUE(targets.dim() == 2 && targets.size(0) == B, op, ": targets must have shape (", B,
+                    ", L) (padded), got ", targets.sizes());
+  checks::check_same_device(op, log_probs, "log_probs", targets, "targets");
+  checks::check_length_vector(op, input_lengths, "input_lengths", B, log_probs, "log_probs");
+  checks::check_length_vector(op, target_lengths, "target_lengths", B, log_probs, "log_probs");
+  checks::check_length_values(op, input_lengths, "input_lengths", log_probs.size(0), "T, log_probs.size(0)");
+  checks::check_length_values(op, target_lengths, "target_lengths", targets.size(1), "L, targets.size(1)");
+  TORCH_CHECK_VALUE(blank >= 0 && blank < V, op, ": blank must be in [0, ", V, ") for ", V, " classes, got ", blank);
+  const auto ids = targets.contiguous(), lengths = target_lengths.contiguous();
+  const int64_t* yp = ids.data_ptr<int64_t>();
+  const int64_t* lp = lengths.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t l = 0; l < lp[b]; ++l) {
+      const int64_t y = yp[b * ids.size(1) + l];
+      TORCH_CHECK_VALUE(y >= 0 && y < V, op, ": targets[", b, ", ", l, "] = ", y, " must be in [0, ", V, ")");
+    }
+  }
+}
+
+// l' = (blank, y_1, blank, ..., y_L, blank) of one utterance into `lab` (2 L + 1 values).
+void extended_labels(const int64_t* y, int64_t labels, int64_t blank, int64_t* lab) {
+  for (int64_t l = 0; l < labels; ++l) {
+    lab[2 * l] = blank;
+    lab[2 * l + 1] = y[l];
+  }
+  lab[2 * labels] = blank;
+}
+
+// log P (B,) and the state occupancies gamma (T, B, 2L+1) = d log P / d e, as ctc_occupancy on the
+// emissions of seqloss.scores.ctc_emissions, without building them: each utterance gathers its own
+// e_t(s) = log_probs[t, b, l'_s] (t < T_b, s < 2 L_b + 1) into a scratch block. An utterance with a
+// NaN or +inf among those scores gets log P and gamma NaN (on its frames); gamma is 0 elsewhere.
+std::tuple<at::Tensor, at::Tensor> ctc_loss_cpu(const at::Tensor& log_probs_in, const at::Tensor& targets_in,
+                                                const at::Tensor& input_lengths_in, const at::Tensor& target_lengths_in,
+                                                int64_t blank) {
+  const char* op = "seqloss::ctc_loss";
+  check_ctc_loss_inputs(op, log_probs_in, targets_in, input_lengths_in, target_lengths_in, blank);
+  const auto log_probs = log_probs_in.contiguous(), targets = targets_in.contiguous();
+  const auto input_lengths = input_lengths_in.contiguous(), target_lengths = target_lengths_in.contiguous();
+  const int64_t T = log_probs.size(0), B = log_probs.size(1), V = log_probs.size(2), S = 2 * targets.size(1) + 1;
+  auto log_p = at::empty({B}, log_probs.options());
+  auto gamma = at::empty({T, B, S}, log_probs.options());
+  AT_DISPATCH_FLOATING_TYPES(log_probs.scalar_type(), "ctc_loss_cpu", [&] {
+    using T_ = scalar_t;
+    const T_* xp = log_probs.data_ptr<T_>();
+    const int64_t* yp = targets.data_ptr<int64_t>();
+    const int64_t* il = input_lengths.data_ptr<int64_t>();
+    const int64_t* tl = target_lengths.data_ptr<int64_t>();
+    T_* gp = gamma.data_ptr<T_>();
+    T_* out = log_p.data_ptr<T_>();
+    const bool avx2 = cpu_has_avx2();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T_> e, work(ctc_work_size(S));
+      std::vector<int64_t> lab(S);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t frames = il[b], states = 2 * tl[b] + 1;
+        T_* g = gp + b * S;
+        for (int64_t t = 0; t < T; ++t) {  // gamma outside the utterance's cells
+          const int64_t from = t < frames ? states : 0;
+          std::memset(g + t * B * S + from, 0, (S - from) * sizeof(T_));
+        }
+        if (frames == 0) {
+          out[b] = tl[b] == 0 ? T_(0) : neg_inf<T_>();
+          continue;
+        }
+        extended_labels(yp + b * targets.size(1), tl[b], blank, lab.data());
+        e.resize(frames * states);
+        bool bad = false;
+        for (int64_t t = 0; t < frames; ++t) {
+          const T_* row = xp + (t * B + b) * V;
+          T_* et = e.data() + t * states;
+          for (int64_t s = 0; s < states; ++s) {
+            et[s] = row[lab[s]];
+            bad |= !(et[s] < std::numeric_limits<T_>::infinity());  // NaN or +inf
+          }
+        }
+        if (bad) {
+          for (int64_t t = 0; t < frames; ++t) std::fill(g + t * B * S, g + t * B * S + states, T_(NAN));
+          out[b] = T_(NAN);
+          continue;
+        }
+        out[b] =
+            avx2 ? ctc_occupancy_utterance_avx2(e.data(), states, lab.data(), frames, states, blank, g, B * S,
+                                                work.data())
+                 : ctc_occupancy_utterance(e.data(), states, lab.data(), frames, states, blank, g, B * S, work.data());
+      }
+    });
+  });
+  return {log_p, gamma};
+}
+
+// grad[t, b, v] = scale[b] sum_{s: l'_s = v} gamma[t, b, s] (scatter-added in the order of s), every row
+// written once: rows of frames t >= T_b are zero.
+at::Tensor ctc_loss_grad_cpu(const at::Tensor& log_probs, const at::Tensor& targets_in,
+                             const at::Tensor& input_lengths_in, const at::Tensor& target_lengths_in,
+                             const at::Tensor& gamma_in, const at::Tensor& scale_in, int64_t blank) {
+  const char* op = "seqloss::ctc_loss_grad";
+  check_ctc_loss_inputs(op, log_probs, targets_in, input_lengths_in, target_lengths_in, blank);
+  const int64_t T = log_probs.size(0), B = log_probs.size(1), V = log_probs.size(2), S = 2 * targets_in.size(1) + 1;
+  TORCH_CHECK_VALUE(gamma_in.sizes() == at::IntArrayRef({T, B, S}), op, ": gamma must have shape (", T, ", ", B, ", ",
+                    S, "), got ", gamma_in.sizes());
+  TORCH_CHECK_TYPE(gamma_in.scalar_type() == log_probs.scalar_type(), op, ": gamma must have the dtype of log_probs");
+  TORCH_CHECK_VALUE(scale_in.dim() == 1 && scale_in.size(0) == B, op, ": scale must have shape (", B, ",), got ",
+                    scale_in.sizes());
+  TORCH_CHECK_TYPE(scale_in.scalar_type() == log_probs.scalar_type(), op, ": scale must have the dtype of log_probs");
+  const auto targets = targets_in.contiguous(), input_lengths = input_lengths_in.contiguous();
+  const auto target_lengths = target_lengths_in.contiguous(), gamma = gamma_in.contiguous();
+  const auto scale = scale_in.contiguous();
+  auto grad = at::empty({T, B, V}, log_probs.options());
+  AT_DISPATCH_FLOATING_TYPES(log_probs.scalar_type(), "ctc_loss_grad_cpu", [&] {
+    using T_ = scalar_t;
+    const int64_t* yp = targets.data_ptr<int64_t>();
+    const int64_t* il = input_lengths.data_ptr<int64_t>();
+    const int64_t* tl = target_lengths.data_ptr<int64_t>();
+    const T_* gp = gamma.data_ptr<T_>();
+    const T_* sp = scale.data_ptr<T_>();
+    T_* out = grad.data_ptr<T_>();
+    std::vector<int64_t> labs(B * S);  // the extended labels of every utterance
+    for (int64_t b = 0; b < B; ++b) extended_labels(yp + b * targets.size(1), tl[b], blank, labs.data() + b * S);
+    // frame-major, the order of the (T, B, V) rows in memory
+    at::parallel_for(0, T, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        for (int64_t b = 0; b < B; ++b) {
+          T_* row = out + (t * B + b) * V;
+          std::memset(row, 0, V * sizeof(T_));
+          if (t >= il[b]) continue;
+          const T_* g = gp + (t * B + b) * S;
+          const int64_t* lab = labs.data() + b * S;
+          for (int64_t s = 0; s < 2 * tl[b] + 1; ++s) row[lab[s]] += g[s] * sp[b];
+        }
+      }
+    });
+  });
+  return grad;
 }
 
 std::tuple<at::Tensor, at::Tensor> ctc_viterbi_cpu(const at::Tensor& e_in, const at::Tensor& ext_in,
@@ -312,6 +461,8 @@ TORCH_LIBRARY_IMPL(seqloss, CPU, m) {
   m.impl("ctc_occupancy", &ctc_occupancy_cpu);
   m.impl("ctc_viterbi", &ctc_viterbi_cpu);
   m.impl("ssnt_lattice", &ssnt_lattice_cpu);
+  m.impl("ctc_loss", &ctc_loss_cpu);
+  m.impl("ctc_loss_grad", &ctc_loss_grad_cpu);
 }
 
 }  // namespace seqloss
