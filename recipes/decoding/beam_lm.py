@@ -20,20 +20,22 @@ class BeamLMDecoder(BeamSearchDecoder):
     """``decoding=beam_lm``: beam search with word-LM fusion. Call :meth:`prepare` before decoding.
 
     ``lm_order`` names the n-gram order of the LM that decode.py builds (or loads) from the
-    training transcripts; ``lexicon`` restricts hypotheses to the training words.
+    training transcripts; ``lexicon`` restricts hypotheses to the training words; ``lookahead`` lets an open word carry
+its best lexicon word's unigram score (see :mod:`recipes.decoding.word_lm`).
     """
 
     needs_word_lm = True
 
     def __init__(self, beam_size: int = 8, lm_weight: float = 0.5, word_score: float = 0.0, lexicon: bool = True,
-                 lm_order: int = 3, max_symbols_per_frame: int = 3, rescore: bool = True) -> None:
+                 lm_order: int = 3, max_symbols_per_frame: int = 3, rescore: bool = True,
+                 lookahead: bool = True) -> None:
         super().__init__(beam_size, max_symbols_per_frame, rescore)
         if not isinstance(lm_order, int) or lm_order < 1:
             raise ValueError(f"lm_order must be an int >= 1, got {lm_order!r}")
         if lm_weight < 0:
             raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
         self.lm_weight, self.word_score = float(lm_weight), float(word_score)
-        self.lexicon, self.lm_order = bool(lexicon), lm_order
+        self.lexicon, self.lm_order, self.lookahead = bool(lexicon), lm_order, bool(lookahead)
         self.scorer: WordLMScorer | None = None
 
     def prepare(self, lm: ArpaLM, tokenizer, lexicon_words=None) -> BeamLMDecoder:
@@ -41,7 +43,8 @@ class BeamLMDecoder(BeamSearchDecoder):
         if self.lexicon and lexicon_words is None:
             raise ValueError("lexicon=true needs the lexicon's words (the training words)")
         self.scorer = WordLMScorer(lm, TokenSpelling.from_tokenizer(tokenizer), self.lm_weight, self.word_score,
-                                   lexicon=lexicon_words if self.lexicon else None, tokenizer=tokenizer)
+                                   lexicon=lexicon_words if self.lexicon else None, tokenizer=tokenizer,
+                                   lookahead=self.lookahead)
         return self
 
     def with_weights(self, lm_weight: float, word_score: float) -> BeamLMDecoder:
@@ -49,7 +52,7 @@ class BeamLMDecoder(BeamSearchDecoder):
         if self.scorer is None:
             raise RuntimeError("BeamLMDecoder: call prepare() first")
         other = BeamLMDecoder(self.beam_size, lm_weight, word_score, self.lexicon, self.lm_order,
-                              self.max_symbols_per_frame, self.rescore)
+                              self.max_symbols_per_frame, self.rescore, self.lookahead)
         other.scorer = self.scorer.with_weights(lm_weight, word_score)
         return other
 

@@ -13,6 +13,15 @@ hypothesis for the last word and then ``</s>`` —
 lexicon, an open word whose tokens are not a prefix of some lexicon word's spelling
 (``tokenizer.encode(word)``, its ``▁``-only tokens left out) and a completed word that is not
 in the lexicon score ``-inf``: the search never keeps them.
+
+Look-ahead (with a lexicon, ``lookahead=True``): scoring a word only once it is complete favours
+hypotheses that have not started their next word yet, and a beam that must compare a finished
+word against an open one prunes the wrong one. So while a word is open, the hypothesis already
+carries ``lm_weight * ln max_w P_LM(w)`` over the lexicon words ``w`` its open tokens can still
+become (the best unigram, the look-ahead of flashlight's lexicon decoder); each token adds the
+change of that bound, and completing the word replaces the bound by the word's exact score. The
+look-ahead terms cancel on every complete hypothesis, so ``score(tokens)`` is unchanged by it;
+only the ranking of partial hypotheses in the search changes.
 """
 from __future__ import annotations
 
@@ -59,17 +68,19 @@ class WordLMScorer:
 
     ``extend(state, token)`` returns the next state and the score added by ``token``;
     ``finish(state)`` the score of ending there; ``score(tokens)`` the total of a hypothesis.
-    ``lexicon``: the words a hypothesis may contain (None: any), spelled with ``tokenizer``.
+    ``lexicon``: the words a hypothesis may contain (None: any), spelled with ``tokenizer``;
+    ``lookahead``: the unigram look-ahead on open words (needs the lexicon; see the module doc).
     """
 
     def __init__(self, lm: ArpaLM, spelling: TokenSpelling, lm_weight: float = 0.5, word_score: float = 0.0,
-                 lexicon: Iterable[str] | None = None, tokenizer=None) -> None:
+                 lexicon: Iterable[str] | None = None, tokenizer=None, lookahead: bool = True) -> None:
         self.lm, self.spelling = lm, spelling
         self.lm_weight, self.word_score = float(lm_weight), float(word_score)
         self._lm_cache: dict[tuple, float] = {}  # (context, word) -> log10 P
         self._step_cache: dict[tuple, tuple[State, float]] = {}
         self.lexicon: dict[tuple[int, ...], str] | None = None
         self._prefixes: set[tuple[int, ...]] = set()
+        self._lookahead: dict[tuple[int, ...], float] = {}  # open word's tokens -> max log10 P(w) over its words
         if lexicon is not None:
             if tokenizer is None:
                 raise ValueError("lexicon: a tokenizer is needed to spell the lexicon's words")
@@ -80,6 +91,12 @@ class WordLMScorer:
                 self._prefixes.update(spelling[:i] for i in range(1, len(spelling) + 1))
             if not self.lexicon:
                 raise ValueError("lexicon: no words")
+            if lookahead:
+                for spelled, word in self.lexicon.items():
+                    log10p = lm.score((), word)
+                    for i in range(1, len(spelled) + 1):
+                        prefix = spelled[:i]
+                        self._lookahead[prefix] = max(self._lookahead.get(prefix, NEG_INF), log10p)
 
     @property
     def initial(self) -> State:
@@ -109,8 +126,14 @@ class WordLMScorer:
                 return context, NEG_INF
         else:
             word = "".join(self.spelling.text[t] for t in open_tokens)
-        score = self._word(context, word)
+        score = self._word(context, word) - self._bound(open_tokens)
         return (context + (word,))[-(self.lm.order - 1):] if self.lm.order > 1 else (), score
+
+    def _bound(self, open_tokens: tuple[int, ...]) -> float:
+        """The look-ahead carried by an open word: lm_weight * ln max P_LM(w) over the words it can become."""
+        if not open_tokens or not self._lookahead:
+            return 0.0
+        return self.lm_weight * LN10 * self._lookahead.get(open_tokens, 0.0)  # absent: a dead (-inf) state
 
     def extend(self, state: State, token: int) -> tuple[State, float]:
         key = (state, token)
@@ -123,9 +146,12 @@ class WordLMScorer:
             context, delta = self._complete(context, open_tokens)
             open_tokens = ()
         if self.spelling.text[token]:
+            before = self._bound(open_tokens)
             open_tokens = open_tokens + (token,)
             if self.lexicon is not None and open_tokens not in self._prefixes:
                 delta = NEG_INF
+            else:
+                delta += self._bound(open_tokens) - before
         result = ((context, open_tokens), delta)
         if len(self._step_cache) > 2_000_000:
             self._step_cache.clear()

@@ -167,6 +167,36 @@ def _decode(log_dir, overrides):
 GRID = ["tune_lm_weights=[0.0,0.5,2.0]", "tune_word_scores=[0.0,3.0]"]
 
 
+def test_lookahead_leaves_complete_scores_and_bounds_open_words(tmp_path):
+    """With the look-ahead, a complete hypothesis scores exactly as without it; an open word already carries
+    lm_weight * ln of the best unigram among the lexicon words it can still become ("A": A or AB; "C": C or
+    CAB), each token adds the change of that bound, and completing a word swaps the bound for its exact score."""
+    lm = _kn_lm(TEXTS, tmp_path)
+    spelling = TokenSpelling.from_tokenizer(CHARS)
+    kwargs = {"lm_weight": 0.8, "word_score": 0.4, "lexicon": WORDS, "tokenizer": CHARS}
+    ahead = WordLMScorer(lm, spelling, lookahead=True, **kwargs)
+    plain = WordLMScorer(lm, spelling, lookahead=False, **kwargs)
+    rng = random.Random(1)
+    for _ in range(200):
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 5)))
+        tokens = CHARS.encode(text)
+        assert ahead.score(tokens) == pytest.approx(plain.score(tokens), rel=1e-12, abs=1e-12), text
+    ln10, unigram = 2.302585092994046, {w: lm.score((), w) for w in WORDS}
+    state, partial = ahead.initial, []
+    for token in CHARS.encode("AB C"):
+        state, delta = ahead.extend(state, token)
+        partial.append(delta)
+    # after "A": bound max(A, AB); after "AB": AB (exact: "AB" completes later with its context score)
+    assert partial[0] == pytest.approx(0.8 * ln10 * max(unigram["A"], unigram["AB"]))
+    assert partial[1] == pytest.approx(0.8 * ln10 * (unigram["AB"] - max(unigram["A"], unigram["AB"])))
+    # "▁" completes AB: its exact score replaces the bound; "C" opens a word that can be C or CAB
+    assert partial[2] == pytest.approx(0.8 * ln10 * (lm.score(("<s>",), "AB") - unigram["AB"]) + 0.4)
+    assert partial[3] == pytest.approx(0.8 * ln10 * max(unigram["C"], unigram["CAB"]))
+    # without the look-ahead nothing is charged before a word completes
+    assert [plain.extend(plain.initial, CHARS.encode("A")[0])[1]] == [0.0]
+    assert ahead.with_weights(0.0, 0.0).extend(ahead.initial, CHARS.encode("A")[0])[1] == 0.0
+
+
 def test_beam_lm_decodes_and_builds_the_lm_once(ctc_run):
     log_dir, run_dir, corpus = ctc_run
     summary = _decode(log_dir, ["decoding=beam_lm", "decoding.beam_size=3", "split=dev"])
