@@ -8,7 +8,8 @@ process's peak RSS (VmHWM, reset through /proc/self/clear_refs before each repet
 RSS held before it (inputs and weights excluded). Ratios are against "dense+torchaudio" measured
 in the same run.
 
-Shapes: (B=8, T=200, U=50, H=512, V=500), (B=4, T=400, U=100, H=512, V=1000), and a batch of 30
+Shapes: (B=4, T=200, U=50, H=256, V=1000), (B=8, T=200, U=50, H=512, V=500),
+(B=4, T=400, U=100, H=512, V=1000), and a batch of 30
 LibriSpeech-like utterances (T 31-680 after 4x subsampling, U 2-151, V=500, H=512; lengths drawn
 from a fixed seed, then multiplied by --scale so that the dense path fits in 24 GiB).
 """
@@ -32,9 +33,11 @@ def shapes(scale):
     frames = (frames.float() * scale).long().clamp(min=2)
     labels = (labels.float() * scale).long().clamp(min=1)
     return {
-        "B8-T200-U50-V500": dict(frames=[200] * 8, labels=[50] * 8, vocab=500),
-        "B4-T400-U100-V1000": dict(frames=[400] * 4, labels=[100] * 4, vocab=1000),
-        f"LibriSpeech-like-B30-x{scale}": dict(frames=frames.tolist(), labels=labels.tolist(), vocab=500),
+        "B4-T200-U50-H256-V1000": dict(frames=[200] * 4, labels=[50] * 4, vocab=1000, hidden=256),
+        "B8-T200-U50-H512-V500": dict(frames=[200] * 8, labels=[50] * 8, vocab=500, hidden=512),
+        "B4-T400-U100-H512-V1000": dict(frames=[400] * 4, labels=[100] * 4, vocab=1000, hidden=512),
+        f"LibriSpeech-like-B30-H512-V500-x{scale}": dict(frames=frames.tolist(), labels=labels.tolist(), vocab=500,
+                                                        hidden=512),
     }
 
 
@@ -52,7 +55,7 @@ def measure(impl, shape, reps):
     import seqloss
 
     torch.manual_seed(0)
-    hidden = 512
+    hidden = shape["hidden"]
     frames, labels, vocab = torch.tensor(shape["frames"]), torch.tensor(shape["labels"]), shape["vocab"]
     batch = len(frames)
     joiner = seqloss.Joiner(hidden, hidden, hidden, vocab)
@@ -97,13 +100,14 @@ def main():
     parser.add_argument("--scale", type=float, default=0.25)
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--shape", help=argparse.SUPPRESS)
+    parser.add_argument("--shapes", nargs="+", help="only these shapes (names as printed)")
     args = parser.parse_args()
     if args.only:
         print(json.dumps(measure(args.only, shapes(args.scale)[args.shape], args.reps)))
         return
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     print(f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, reps={args.reps}, forward+backward of joiner + loss")
-    for name in shapes(args.scale):
+    for name in args.shapes or shapes(args.scale):
         results = {}
         for impl in IMPLEMENTATIONS:
             out = subprocess.run([sys.executable, __file__, "--only", impl, "--shape", name, "--scale", str(args.scale),
@@ -115,14 +119,17 @@ def main():
             results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
         base = results["dense+torchaudio"]
         print(f"\n{name}")
-        print(f"  {'implementation':<18} {'time s':>8} {'x dense+ta':>10} {'peak MB':>9} {'x dense+ta':>10}  loss")
+        dense = results.get("dense+seqloss")
+        print(f"  {'implementation':<18} {'time s':>8} {'x dense+ta':>10} {'x dense+sl':>10} {'peak MB':>9}"
+              f" {'x dense+ta':>10}  loss")
         for impl, r in results.items():
             if r is None:
                 continue
             t_ratio = r["time_s"] / base["time_s"] if base else float("nan")
+            t_dense = r["time_s"] / dense["time_s"] if dense else float("nan")
             m_ratio = r["peak_mb"] / base["peak_mb"] if base else float("nan")
-            print(f"  {impl:<18} {r['time_s']:8.3f} {t_ratio:10.2f} {r['peak_mb']:9.1f} {m_ratio:10.3f}"
-                  f"  {r['loss']:.4f}")
+            print(f"  {impl:<18} {r['time_s']:8.3f} {t_ratio:10.2f} {t_dense:10.2f} {r['peak_mb']:9.1f}"
+                  f" {m_ratio:10.3f}  {r['loss']:.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,11 @@ seqloss native / peer from the same run.
 
 Peers: torchaudio's ``rnnt_loss`` and, where importable, optimized_transducer's ``transducer_loss``
 (``from_log_softmax=False``: log-softmax inside, as seqloss and torchaudio; packed logits of the
-valid cells, made once outside the timing) for RNN-T; torch's ``F.ctc_loss`` for CTC. SSNT has no
-peer; its rows compare ragged with full lengths.
+valid cells, made once outside the timing) for RNN-T; torch's ``F.ctc_loss`` for CTC; for SSNT,
+where importable, ssnt-loss's ``ssnt_loss_mem`` (pure PyTorch, target rows packed: (sum_b J_b, S, V)
+log-probs and the choose logits, made once outside the timing). For SSNT seqloss runs twice: on the
+dense (B, J, S, V) input ("seqloss") and on the same packed rows as the peer ("seqloss packed").
+How to make the two peers importable: docs/kernels.md, "Benchmark peers".
 """
 import argparse
 import statistics
@@ -28,6 +31,7 @@ CASES = {
     # name: (loss, shape)
     "rnnt_tiny": ("rnnt", dict(B=32, T=100, U=20, V=30)),
     "rnnt_small": ("rnnt", dict(B=8, T=200, U=50, V=500)),
+    "rnnt_large": ("rnnt", dict(B=4, T=400, U=100, V=1000)),
     "ctc_long": ("ctc", dict(T=500, B=16, V=500, U=100)),
     "ctc_wide_batch": ("ctc", dict(T=128, B=256, V=32, U=30)),
     "ssnt": ("ssnt", dict(B=8, S=200, J=40, V=500)),
@@ -56,7 +60,7 @@ def make_inputs(loss, shape, full):
         return (log_probs,), (targets, _lengths(gen, B, T, T * 4 // 5, full), _lengths(gen, B, U, U // 2, full))
     B, S, J, V = shape["B"], shape["S"], shape["J"], shape["V"]
     log_probs = torch.randn(B, J, S, V, generator=gen).log_softmax(-1).requires_grad_()
-    log_p_choose = torch.nn.functional.logsigmoid(torch.randn(B, J, S, generator=gen)).requires_grad_()
+    log_p_choose = torch.nn.functional.logsigmoid(torch.randn(B, J, S, generator=gen) - 1).requires_grad_()
     targets = torch.randint(0, V, (B, J), generator=gen)
     return (log_probs, log_p_choose), (targets, _lengths(gen, B, S, S * 4 // 5, full),
                                        _lengths(gen, B, J, J // 2, full))
@@ -95,8 +99,37 @@ def implementations(loss, leaves, rest, peers=True):
                                                                            backend="native"), leaves),
                 "torch": grad_of(lambda lp, tg, il, tl: torch.nn.functional.ctc_loss(lp, tg, il, tl, reduction="sum"),
                                  leaves)}
-    return {"seqloss": grad_of(lambda lp, ch, tg, sl, tl: seqloss.ssnt_loss(lp, tg, ch, sl, tl, reduction="sum",
-                                                                          backend="native"), leaves)}
+    (log_probs, log_p_choose), (targets, source_lengths, target_lengths) = leaves, rest
+    # the valid target rows only, b then j (seqloss's packed layout and ssnt-loss's), made once here
+    rows = torch.arange(targets.shape[1])[None, :] < target_lengths[:, None]
+    packed_lp = log_probs.detach()[rows].requires_grad_()
+    packed_choose = log_p_choose.detach()[rows].requires_grad_()
+    packed_targets = targets[rows]
+
+    def ours(lp, tg, ch):
+        return lambda: torch.autograd.grad(
+            seqloss.ssnt_loss(lp, tg, ch, source_lengths, target_lengths, reduction="sum", backend="native"), (lp, ch))
+
+    impls = {"seqloss": ours(log_probs, targets, log_p_choose),
+             "seqloss packed": ours(packed_lp, packed_targets, packed_choose)}
+    try:
+        import inspect
+
+        from ssnt_loss import ssnt_loss_mem
+    except ImportError:
+        return impls
+    # its current API takes the choose logits (emit_logits, logsigmoid inside), older ones log_p_choose
+    choose_logits = (packed_choose - torch.log(-torch.expm1(packed_choose))).detach().requires_grad_()
+    peer_lp = packed_lp.detach().clone().requires_grad_()
+    if "emit_logits" in inspect.signature(ssnt_loss_mem).parameters:
+        def peer(lp, ch):
+            return ssnt_loss_mem(lp, packed_targets, source_lengths, target_lengths, emit_logits=ch, reduction="sum")
+    else:
+        def peer(lp, ch):
+            return ssnt_loss_mem(lp, packed_targets, torch.nn.functional.logsigmoid(ch), source_lengths,
+                                 target_lengths, reduction="sum")
+    impls["ssnt_loss_mem"] = lambda: torch.autograd.grad(peer(peer_lp, choose_logits), (peer_lp, choose_logits))
+    return impls
 
 
 def run_case(name, rounds, peers=True):
@@ -130,15 +163,18 @@ def main():
     print("| case | lengths | seqloss ms | peer | peer ms | ratio |")
     print("|---|---|---|---|---|---|")
     for name in args.cases:
-        rounds = args.rounds or (30 if name in ("rnnt_tiny",) else 8)
+        rounds = args.rounds or {"rnnt_tiny": 30, "rnnt_large": 5}.get(name, 8)
         shape_text = ",".join(f"{k}={v}" for k, v in CASES[name][1].items())
         for full, medians in run_case(name, rounds, not args.no_peers):
             lengths = "full" if full else "ragged"
-            peers = [key for key in medians if key != "seqloss"]
-            for peer in peers or [None]:
-                peer_text = (f"{peer} | {medians[peer]:.2f} | **{medians['seqloss'] / medians[peer]:.3f}**"
-                             if peer else "- | - | -")
-                print(f"| {name} ({shape_text}) | {lengths} | {medians['seqloss']:.2f} | {peer_text} |", flush=True)
+            ours = [key for key in medians if key.startswith("seqloss")]
+            peers = [key for key in medians if not key.startswith("seqloss")]
+            for mine in ours:
+                label = f"{name} ({shape_text}){' packed' if mine != 'seqloss' else ''}"
+                for peer in peers or [None]:
+                    peer_text = (f"{peer} | {medians[peer]:.2f} | **{medians[mine] / medians[peer]:.3f}**"
+                                 if peer else "- | - | -")
+                    print(f"| {label} | {lengths} | {medians[mine]:.2f} | {peer_text} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ transducer joiner.
 (``rnnt_loss(joiner(enc, pred), ...)``, likewise ``modified_rnnt_loss`` and ``ssnt_loss``) while
 holding only a chunk of frames of the joiner output at a time:
 
-* forward, chunk by chunk: logits -> the lattice scores (log-softmax of the blank and target
-  entries; for SSNT the target's log-prob and the choose head's log-sigmoid). Only these
-  (B, T, U+1)-sized tensors are kept.
+* forward, chunk by chunk over the valid frames (b, t) (t < T_b; padded frames are never
+  computed), each frame with all U+1 predictor columns: logits -> the lattice scores
+  (log-softmax of the blank and target entries; for SSNT the target's log-prob and the choose
+  head's log-sigmoid). Only these (B, T, U+1)-sized tensors are kept.
 * the loss itself is the package's loss on a 2-channel tensor of those scores
   (channel 0 = blank, channel 1 = emit, fused_log_softmax=False), so it is the same lattice, with
   the same checks, as the dense path; its gradient gives the edge occupancies.
@@ -60,40 +61,54 @@ class Joiner(nn.Module):
         return self.output(self.hidden(enc_proj[b, t], pred_proj[b, u]))
 
 
-def _chunk_frames(batch, frames, columns, vocab, hidden, element_size, memory_budget_mb, chunk_size):
-    """Frames per chunk: the per-frame working set (hidden, logits, softmax/gradient, autograd
-    buffers) is about batch * columns * (3 hidden + 3 vocab) elements."""
+def _chunk_rows(columns, vocab, hidden, element_size, memory_budget_mb, chunk_size):
+    """Frames (b, t) per chunk: one frame's working set (the gathered predictor rows, the hidden
+    pre-activation and activation, their gradient; logits, softmax/gradient, autograd buffers) is
+    about columns * (4 hidden + 3 vocab) elements."""
     if chunk_size is not None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         return chunk_size
-    per_frame = batch * columns * (3 * hidden + 3 * vocab) * element_size
-    return max(1, min(frames, int(memory_budget_mb * 2**20 // max(per_frame, 1))))
+    per_frame = columns * (4 * hidden + 3 * vocab) * element_size
+    return max(1, int(memory_budget_mb * 2**20 // max(per_frame, 1)))
+
+
+def _valid_frames(logit_lengths, frames):
+    """(b, t) of every frame inside its utterance (t < T_b), b-major: the only frames the joiner runs on."""
+    inside = torch.arange(frames, device=logit_lengths.device)[None, :] < logit_lengths[:, None]
+    return inside.nonzero(as_tuple=True)
+
+
+def _chunks(spec):
+    """(b, t) index tensors of each chunk of valid frames."""
+    frame_b, frame_t = spec["frames"]
+    for r0 in range(0, frame_b.numel(), spec["chunk"]):
+        yield frame_b[r0 : r0 + spec["chunk"]], frame_t[r0 : r0 + spec["chunk"]]
 
 
 def _chunked_scores(spec, enc_proj, pred_proj):
-    """Lattice scores (B, T, C) chunk by chunk: blank (or SSNT choose) and emit log-probs, and the lse."""
+    """Lattice scores (B, T, C) chunk by chunk: blank (or SSNT choose) and emit log-probs, and the lse.
+    Frames past an utterance's length are never computed (they stay 0; no loss reads them)."""
     joiner, choose_head = spec["joiner"], spec["choose_head"]
     ssnt, blank = spec["loss"] == "ssnt", spec["blank"]
     batch, frames = enc_proj.shape[:2]
     columns = pred_proj.shape[1]
     dtype = _checks.compute_dtype(enc_proj)
-    blank_scores = enc_proj.new_empty(batch, frames, columns, dtype=dtype)
-    emit_scores = enc_proj.new_empty(batch, frames, columns, dtype=dtype)
-    lse = enc_proj.new_empty(batch, frames, columns, dtype=dtype)
+    blank_scores = enc_proj.new_zeros(batch, frames, columns, dtype=dtype)
+    emit_scores = enc_proj.new_zeros(batch, frames, columns, dtype=dtype)
+    lse = enc_proj.new_zeros(batch, frames, columns, dtype=dtype)
     column_targets = _column_targets(spec["targets"], columns, ssnt)
     with torch.no_grad():
-        for t0 in range(0, frames, spec["chunk"]):
-            t1 = min(frames, t0 + spec["chunk"])
-            hidden = joiner.hidden(enc_proj[:, t0:t1].unsqueeze(2), pred_proj.unsqueeze(1))
-            logits = joiner.output(hidden).to(dtype)
-            lse[:, t0:t1] = torch.logsumexp(logits, dim=-1)
-            target_logit = logits.gather(-1, column_targets[:, None, :, None].expand(-1, t1 - t0, -1, 1))[..., 0]
-            emit_scores[:, t0:t1] = target_logit - lse[:, t0:t1]
+        for b, t in _chunks(spec):
+            hidden = joiner.hidden(enc_proj[b, t].unsqueeze(1), pred_proj[b])  # (N, C, H)
+            logits = joiner.output(hidden).to(dtype)  # (N, C, V)
+            chunk_lse = torch.logsumexp(logits, dim=-1)
+            lse[b, t] = chunk_lse
+            emit_scores[b, t] = logits.gather(-1, column_targets[b].unsqueeze(-1))[..., 0] - chunk_lse
             if ssnt:
-                blank_scores[:, t0:t1] = choose_head(hidden).to(dtype)
+                blank_scores[b, t] = choose_head(hidden).to(dtype)
             else:
-                blank_scores[:, t0:t1] = logits[..., blank] - lse[:, t0:t1]
+                blank_scores[b, t] = logits[..., blank] - chunk_lse
     return blank_scores, emit_scores, lse
 
 
@@ -121,42 +136,41 @@ class _FusedJoinerLoss(torch.autograd.Function):
         enc_proj, pred_proj, lse, d_blank, d_emit, *params = ctx.saved_tensors
         joiner, choose_head = spec["joiner"], spec["choose_head"]
         ssnt, blank, clamp = spec["loss"] == "ssnt", spec["blank"], spec["clamp"]
-        frames, columns = enc_proj.shape[1], pred_proj.shape[1]
+        columns = pred_proj.shape[1]
         column_targets = _column_targets(spec["targets"], columns, ssnt)
-        scale = grad_losses.view(-1, 1, 1, 1)
         grad_enc = torch.zeros_like(enc_proj)
         grad_pred = torch.zeros_like(pred_proj)
         grad_params = [torch.zeros_like(p) for p in params]
-        for t0 in range(0, frames, spec["chunk"]):
-            t1 = min(frames, t0 + spec["chunk"])
+        for b, t in _chunks(spec):
+            scale = grad_losses[b].view(-1, 1, 1)
             with torch.enable_grad():
-                e = enc_proj[:, t0:t1].detach().requires_grad_()
-                p = pred_proj.detach().requires_grad_()
-                hidden = joiner.hidden(e.unsqueeze(2), p.unsqueeze(1))
+                e = enc_proj[b, t].detach().unsqueeze(1).requires_grad_()  # (N, 1, H)
+                p = pred_proj[b].detach().requires_grad_()  # (N, C, H)
+                hidden = joiner.hidden(e, p)
                 logits = joiner.output(hidden)
                 outputs = [logits]
-                softmax = torch.exp(logits.detach().to(lse.dtype) - lse[:, t0:t1, :, None])
-                emit_occ = d_emit[:, t0:t1]  # d loss / d emit score (already carries the sign)
-                index = column_targets[:, None, :, None].expand(-1, t1 - t0, -1, 1)
+                softmax = torch.exp(logits.detach().to(lse.dtype) - lse[b, t].unsqueeze(-1))
+                emit_occ = d_emit[b, t]  # d loss / d emit score (already carries the sign)
+                index = column_targets[b].unsqueeze(-1)
                 if ssnt:
-                    grad_logits = -softmax * emit_occ[..., None]
-                    grad_logits.scatter_add_(-1, index, emit_occ[..., None])
+                    grad_logits = softmax.mul_(-emit_occ.unsqueeze(-1))
+                    grad_logits.scatter_add_(-1, index, emit_occ.unsqueeze(-1))
                     log_p_choose = choose_head(hidden)
                     outputs.append(log_p_choose)
-                    grad_choose = (d_blank[:, t0:t1] * scale[..., 0]).to(log_p_choose.dtype)
+                    grad_choose = (d_blank[b, t] * scale[..., 0]).to(log_p_choose.dtype)
                 else:
-                    blank_occ = d_blank[:, t0:t1]
-                    grad_logits = -softmax * (blank_occ + emit_occ)[..., None]
+                    blank_occ = d_blank[b, t]
+                    grad_logits = softmax.mul_(-(blank_occ + emit_occ).unsqueeze(-1))
                     grad_logits[..., blank] += blank_occ
-                    grad_logits.scatter_add_(-1, index, emit_occ[..., None])
+                    grad_logits.scatter_add_(-1, index, emit_occ.unsqueeze(-1))
                     if clamp > 0:
                         grad_logits.clamp_(-clamp, clamp)
-                grad_logits = (grad_logits * scale).to(logits.dtype)
+                grad_logits = grad_logits.mul_(scale).to(logits.dtype)
                 grads_out = [grad_logits] + ([grad_choose] if ssnt else [])
                 leaves = [e, p, *params]
                 grads = torch.autograd.grad(outputs, leaves, grads_out, allow_unused=True)
-            grad_enc[:, t0:t1] += grads[0]
-            grad_pred += grads[1]
+            grad_enc[b, t] = grads[0][:, 0]  # each valid frame is in exactly one chunk
+            grad_pred.index_add_(0, b, grads[1])
             for acc, g in zip(grad_params, grads[2:]):
                 if g is not None:
                     acc += g
@@ -203,9 +217,10 @@ def fused_transducer_loss(joiner, enc, pred, targets, logit_lengths, target_leng
             ``hidden(enc_proj, pred_proj)`` for broadcastable projections, and ``output``).
         enc: (B, T, H_e) encoder output; pred: (B, U+1, H_p) predictor output.
         choose_head (SSNT): maps hidden states (..., H) to log P(emit) (...), e.g. logsigmoid(Linear(H, 1)).
-        chunk_size: frames per chunk; by default chosen so that one chunk's working set stays
-            under ``memory_budget_mb``. Gradients flow to enc, pred and every joiner (and choose
-            head) parameter.
+        chunk_size: frames (b, t) per chunk; by default chosen so that one chunk's working set
+            stays under ``memory_budget_mb``. Only frames inside an utterance (t < logit_lengths[b])
+            are computed, in chunks that may span utterances. Gradients flow to enc, pred and every
+            joiner (and choose head) parameter.
     """
     if loss not in ("rnnt", "modified_rnnt", "ssnt"):
         raise ValueError(f"loss must be 'rnnt', 'modified_rnnt' or 'ssnt', got {loss!r}")
@@ -231,11 +246,11 @@ def fused_transducer_loss(joiner, enc, pred, targets, logit_lengths, target_leng
     enc_proj, pred_proj = joiner.encoder_proj(enc), joiner.predictor_proj(pred)
     if loss == "ssnt":
         pred_proj = pred_proj[:, : targets.shape[1]]
-    chunk = _chunk_frames(enc.shape[0], enc.shape[1], pred_proj.shape[1], vocab, enc_proj.shape[-1],
-                          max(4, enc_proj.element_size()), memory_budget_mb, chunk_size)
+    chunk = _chunk_rows(pred_proj.shape[1], vocab, enc_proj.shape[-1], max(4, enc_proj.element_size()),
+                        memory_budget_mb, chunk_size)
     spec = {"joiner": joiner, "choose_head": choose_head, "loss": loss, "targets": targets, "blank": blank,
             "clamp": float(clamp), "final_blank": bool(final_blank), "logit_lengths": logit_lengths,
-            "target_lengths": target_lengths, "chunk": chunk}
+            "target_lengths": target_lengths, "chunk": chunk, "frames": _valid_frames(logit_lengths, enc.shape[1])}
     # everything after the two projections: the output layer and any parameters of hidden()
     params = [p for name, p in joiner.named_parameters() if not name.startswith(("encoder_proj.", "predictor_proj."))]
     if choose_head is not None:
