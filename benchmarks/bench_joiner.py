@@ -8,6 +8,8 @@ process's peak RSS (VmHWM, reset through /proc/self/clear_refs before each repet
 RSS held before it (inputs and weights excluded). Ratios are against "dense+torchaudio" measured
 in the same run.
 
+FUSED_BUDGET_MB=<m> sets the fused path's ``memory_budget_mb`` (default: the function's).
+
 Shapes: (B=4, T=200, U=50, H=256, V=1000), (B=8, T=200, U=50, H=512, V=500),
 (B=4, T=400, U=100, H=512, V=1000), and a batch of 30
 LibriSpeech-like utterances (T 31-680 after 4x subsampling, U 2-151, V=500, H=512; lengths drawn
@@ -74,8 +76,9 @@ def measure(impl, shape, reps):
             loss = seqloss.rnnt_loss(joiner.packed(enc, pred, frames, labels), targets, frames32, labels32, blank=0,
                                      reduction="sum")
         else:
+            budget = {"memory_budget_mb": float(os.environ["FUSED_BUDGET_MB"])} if "FUSED_BUDGET_MB" in os.environ else {}
             loss = seqloss.fused_transducer_loss(joiner, enc, pred, targets, frames32, labels32, blank=0,
-                                                 reduction="sum")
+                                                 reduction="sum", **budget)
         loss.backward()
         joiner.zero_grad(set_to_none=True)
         enc.grad = pred.grad = None

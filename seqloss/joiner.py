@@ -202,7 +202,7 @@ def _small_loss(spec, blank_scores, emit_scores):
 
 def fused_transducer_loss(joiner, enc, pred, targets, logit_lengths, target_lengths, loss="rnnt", blank=-1,
                           reduction="mean", *, clamp=-1, final_blank=True, choose_head=None, chunk_size=None,
-                          memory_budget_mb=32):
+                          memory_budget_mb=8):
     """The loss of ``joiner(enc, pred)`` without materialising the (B, T, U+1, V) logits.
 
     Equals ``rnnt_loss(joiner(enc, pred), targets, logit_lengths, target_lengths, blank, clamp, reduction)``
