@@ -76,7 +76,8 @@ def measure(impl, shape, reps):
             loss = seqloss.rnnt_loss(joiner.packed(enc, pred, frames, labels), targets, frames32, labels32, blank=0,
                                      reduction="sum")
         else:
-            budget = {"memory_budget_mb": float(os.environ["FUSED_BUDGET_MB"])} if "FUSED_BUDGET_MB" in os.environ else {}
+            budget = os.environ.get("FUSED_BUDGET_MB")
+            budget = {"memory_budget_mb": float(budget)} if budget else {}
             loss = seqloss.fused_transducer_loss(joiner, enc, pred, targets, frames32, labels32, blank=0,
                                                  reduction="sum", **budget)
         loss.backward()

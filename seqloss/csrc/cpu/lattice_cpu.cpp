@@ -16,6 +16,7 @@
 
 #include "../checks.h"
 #include "../recurrences.h"
+#include "huge_pages.h"
 #include "kernels.h"
 
 namespace seqloss {
@@ -300,6 +301,7 @@ at::Tensor ctc_loss_grad_cpu(const at::Tensor& log_probs, const at::Tensor& targ
   const auto target_lengths = target_lengths_in.contiguous(), gamma = gamma_in.contiguous();
   const auto scale = scale_in.contiguous();
   auto grad = at::empty({T, B, V}, log_probs.options());
+  advise_huge_pages(grad);  // before the first write: see huge_pages.h
   AT_DISPATCH_FLOATING_TYPES(log_probs.scalar_type(), "ctc_loss_grad_cpu", [&] {
     using T_ = scalar_t;
     const int64_t* yp = targets.data_ptr<int64_t>();

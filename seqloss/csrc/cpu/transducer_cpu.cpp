@@ -22,6 +22,7 @@
 
 #include "../checks.h"
 #include "../recurrences.h"
+#include "huge_pages.h"
 #include "kernels.h"
 #include "transducer_fused.h"
 
@@ -190,6 +191,7 @@ at::Tensor transducer_loss_grad_cpu(const at::Tensor& logits_in, const at::Tenso
                                     const at::Tensor& scale, int64_t blank, double clamp, bool fused_log_softmax) {
   const auto logits = logits_in.contiguous();
   auto grad = at::empty_like(logits, at::MemoryFormat::Contiguous);
+  advise_huge_pages(grad);  // before the first write: see huge_pages.h
   transducer_loss_grad_into("seqloss::transducer_loss_grad", grad, logits, targets, logit_lengths, target_lengths, lse,
                             occ_blank, occ_emit, scale, blank, clamp, fused_log_softmax);
   return grad;
