@@ -3,10 +3,11 @@
 // A fresh (B, T, U+1, V) gradient is memory the process has never touched: writing it costs one
 // page fault per 4 KiB page, in which the kernel also zeroes the page. For a 160 MB gradient that
 // is about 40,000 faults, 70-100 ms on one core: more than the loss's arithmetic. Asking for huge
-// pages (madvise MADV_HUGEPAGE) before the first write makes it one fault per 2 MiB page instead
-// (about 4x less time for the first write, benchmarks/RESULTS.md). It is a hint: where transparent
-// huge pages are disabled ("never") or the kernel has none free, nothing changes but the call.
-// SEQLOSS_HUGE_PAGES=0 (read once per process) turns the hint off.
+// pages (madvise MADV_HUGEPAGE) before the first write makes it one fault per 2 MiB page instead.
+// Opt-in, with SEQLOSS_HUGE_PAGES=1 (read once per process): measured, it halves the RNN-T call at
+// B=8 T=200 U=50 V=500 (163 MB gradient), but in a process that also holds other large buffers it
+// made the call at B=4 T=400 U=100 V=1000 (646 MB) 1.5x slower (benchmarks/RESULTS.md). It is a
+// hint: where transparent huge pages are disabled ("never"), nothing changes but the call.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -21,12 +22,13 @@
 
 namespace seqloss {
 
-// Advise huge pages for the 2 MiB-aligned interior of `t`'s storage, if it is large (>= 8 MiB).
+// With SEQLOSS_HUGE_PAGES=1: advise huge pages for the 2 MiB-aligned interior of `t`'s storage,
+// if it is large (>= 8 MiB).
 inline void advise_huge_pages(const at::Tensor& t) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   static const bool enabled = [] {
     const char* value = std::getenv("SEQLOSS_HUGE_PAGES");
-    return value == nullptr || std::strcmp(value, "0") != 0;
+    return value != nullptr && std::strcmp(value, "1") == 0;
   }();
   if (!enabled) return;
   constexpr std::uintptr_t kHuge = std::uintptr_t{1} << 21;
