@@ -2,6 +2,8 @@
 import torch
 from torch import nn
 
+from recipes.models.lstm_precision import run_lstm
+
 State = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -35,10 +37,10 @@ class LSTMPredictor(nn.Module):
     def forward(self, targets: torch.Tensor) -> torch.Tensor:
         """Returns (B, U + 1, output_dim): output u has seen the start symbol and y_0 .. y_{u-1}."""
         start = torch.full_like(targets[:, :1], self.blank_id)
-        out, _ = self.lstm(self.dropout(self.embedding(torch.cat([start, targets], dim=1))))
+        out, _ = run_lstm(self.lstm, self.dropout(self.embedding(torch.cat([start, targets], dim=1))))
         return self.output(self.dropout(out))
 
     def step(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """One decoding step: tokens (B,) → output (B, output_dim) and the new LSTM state."""
-        out, state = self.lstm(self.embedding(tokens)[:, None], state)
+        out, state = run_lstm(self.lstm, self.embedding(tokens)[:, None], state)
         return self.output(out[:, 0]), state

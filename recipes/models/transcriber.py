@@ -2,6 +2,8 @@
 import torch
 from torch import nn
 
+from recipes.models.lstm_precision import run_lstm
+
 
 class LSTMTranscriber(nn.Module):
     """Maps features (B, T, input_dim) to encodings (B, T // stack, output_dim).
@@ -58,6 +60,10 @@ class LSTMTranscriber(nn.Module):
         return self.output(self.dropout(out)), lengths
 
     def _run_lstm(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """:meth:`_lstm_stack`, in float32 where the CPU has no bfloat16 LSTM (see lstm_precision)."""
+        return run_lstm(self._lstm_stack, x, lengths)
+
+    def _lstm_stack(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The LSTM stack over right-padded `x` (B, T', D), exact at every valid frame t < lengths[b].
 
         A forward-in-time direction over right-padded input never sees the padding before a valid

@@ -230,3 +230,31 @@ def test_out_of_memory_in_backward_names_the_batch(monkeypatch):
     monkeypatch.setattr(L.LightningModule, "backward", no_memory)
     with pytest.raises(BatchOutOfMemoryError, match=r"3 utterances.*max_duration="):
         module.backward(torch.tensor(1.0))
+
+
+def test_lstm_falls_back_to_float32_where_the_cpu_has_no_bf16_lstm(monkeypatch):
+    """Under CPU bf16 autocast on a CPU without a bf16 LSTM (AVX2 only), run_lstm gives the LSTM float32
+    input and state with autocast off; where the CPU has one, or without bf16, it passes the call through."""
+    from recipes.models import lstm_precision
+
+    seen = []
+
+    def fake_lstm(x, state=None):
+        seen.append((x.dtype, None if state is None else state[0].dtype, torch.is_autocast_enabled("cpu")))
+        return x, state
+
+    x = torch.randn(2, 3, 4)
+    state = (torch.zeros(1, 2, 4, dtype=torch.bfloat16), torch.zeros(1, 2, 4, dtype=torch.bfloat16))
+    for supported in (False, True):
+        monkeypatch.setattr(lstm_precision, "cpu_bf16_lstm_supported", lambda s=supported: s)
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm_precision.run_lstm(fake_lstm, x, state)
+        lstm_precision.run_lstm(fake_lstm, x.bfloat16())
+        lstm_precision.run_lstm(fake_lstm, x)
+        if supported:
+            assert seen == [(torch.float32, torch.bfloat16, True), (torch.bfloat16, None, False),
+                            (torch.float32, None, False)]
+        else:
+            assert seen == [(torch.float32, torch.float32, False), (torch.float32, None, False),
+                            (torch.float32, None, False)]
