@@ -20,8 +20,8 @@ class BeamLMDecoder(BeamSearchDecoder):
     """``decoding=beam_lm``: beam search with word-LM fusion. Call :meth:`prepare` before decoding.
 
     ``lm_order`` names the n-gram order of the LM that decode.py builds (or loads) from the
-    training transcripts; ``lexicon`` restricts hypotheses to the training words; ``lookahead`` lets an open word carry
-its best lexicon word's unigram score (see :mod:`recipes.decoding.word_lm`).
+    training transcripts; ``lexicon`` restricts hypotheses to the training words; ``lookahead``
+    lets an open word carry its best lexicon word's unigram score (see :mod:`recipes.decoding.word_lm`).
     """
 
     needs_word_lm = True

@@ -54,16 +54,12 @@ class LSTMTranscriber(nn.Module):
             raise ValueError(f"features have {t} frames, fewer than the stacking factor {self.stack}")
         stacked = features[:, : t_out * self.stack].reshape(b, t_out, d * self.stack)
         lengths = self.output_lengths(feature_lengths).clamp(min=1)
-        out = self._run_lstm(stacked, lengths)
+        out = run_lstm(self._run_lstm, stacked, lengths)  # float32 where the CPU has no bf16 LSTM
         valid = torch.arange(t_out, device=features.device)[None, :] < lengths.to(features.device)[:, None]
         out = out * valid[:, :, None].to(out.dtype)  # padding frames read as zeros, as a packed LSTM leaves them
         return self.output(self.dropout(out)), lengths
 
     def _run_lstm(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """:meth:`_lstm_stack`, in float32 where the CPU has no bfloat16 LSTM (see lstm_precision)."""
-        return run_lstm(self._lstm_stack, x, lengths)
-
-    def _lstm_stack(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The LSTM stack over right-padded `x` (B, T', D), exact at every valid frame t < lengths[b].
 
         A forward-in-time direction over right-padded input never sees the padding before a valid
