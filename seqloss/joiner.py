@@ -86,6 +86,37 @@ def _chunks(spec):
         yield frame_b[r0 : r0 + spec["chunk"]], frame_t[r0 : r0 + spec["chunk"]]
 
 
+def _linear_output(spec, dtype):
+    """(weight (V, H), bias (V,) or None) of the joiner's output layer where the chunk loops may apply it
+    themselves (a plain ``nn.Linear`` in the compute dtype, autocast off), else None: the loops then
+    call ``joiner.output`` and let autograd differentiate it."""
+    output = spec["joiner"].output
+    if type(output) is not nn.Linear or output.weight.dtype != dtype or torch.is_autocast_enabled():
+        return None
+    return output.weight, output.bias
+
+
+def _output_logits(spec, linear, hidden, buffer, dtype):
+    """The chunk's logits (rows, V), rows = hidden's (N, C) flattened: into `buffer` (reused from chunk to
+    chunk, so that no V-wide tensor is allocated, nor its fresh pages faulted in, per chunk) where the
+    output layer is a plain Linear, else from ``joiner.output``."""
+    rows = hidden.shape[0] * hidden.shape[1]
+    if linear is None:
+        return spec["joiner"].output(hidden).to(dtype).reshape(rows, -1)
+    weight, bias = linear
+    out = buffer[:rows]
+    h2d = hidden.reshape(rows, -1)
+    if bias is None:
+        return torch.mm(h2d, weight.t(), out=out)
+    return torch.addmm(bias, h2d, weight.t(), out=out)
+
+
+def _chunk_buffer(spec, columns, vocab, dtype, device):
+    """One (frames per chunk * columns, V) buffer for the logits of every chunk."""
+    return torch.empty(min(spec["chunk"], max(spec["frames"][0].numel(), 1)) * columns, vocab, dtype=dtype,
+                       device=device)
+
+
 def _chunked_scores(spec, enc_proj, pred_proj):
     """Lattice scores (B, T, C) chunk by chunk: blank (or SSNT choose) and emit log-probs, and the lse.
     Frames past an utterance's length are never computed (they stay 0; no loss reads them)."""
@@ -99,16 +130,23 @@ def _chunked_scores(spec, enc_proj, pred_proj):
     lse = enc_proj.new_zeros(batch, frames, columns, dtype=dtype)
     column_targets = _column_targets(spec["targets"], columns, ssnt)
     with torch.no_grad():
+        linear = _linear_output(spec, dtype)
+        buffer = _chunk_buffer(spec, columns, joiner.output.out_features, dtype, enc_proj.device) if linear else None
         for b, t in _chunks(spec):
             hidden = joiner.hidden(enc_proj[b, t].unsqueeze(1), pred_proj[b])  # (N, C, H)
-            logits = joiner.output(hidden).to(dtype)  # (N, C, V)
-            chunk_lse = torch.logsumexp(logits, dim=-1)
-            lse[b, t] = chunk_lse
-            emit_scores[b, t] = logits.gather(-1, column_targets[b].unsqueeze(-1))[..., 0] - chunk_lse
+            logits = _output_logits(spec, linear, hidden, buffer, dtype)  # (N C, V)
+            emit = logits.gather(-1, column_targets[b].reshape(-1, 1))[:, 0]
             if ssnt:
                 blank_scores[b, t] = choose_head(hidden).to(dtype)
             else:
-                blank_scores[b, t] = logits[..., blank] - chunk_lse
+                blank_logit = logits[:, blank].clone()
+            # log-sum-exp in place: the logits are not needed after it
+            peak = logits.amax(dim=-1)
+            chunk_lse = logits.sub_(peak[:, None]).exp_().sum(dim=-1).log_().add_(peak).view(b.numel(), columns)
+            lse[b, t] = chunk_lse
+            emit_scores[b, t] = emit.view_as(chunk_lse) - chunk_lse
+            if not ssnt:
+                blank_scores[b, t] = blank_logit.view_as(chunk_lse) - chunk_lse
     return blank_scores, emit_scores, lse
 
 
@@ -132,49 +170,85 @@ class _FusedJoinerLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_losses):
+        """Per chunk: d loss / d logits = scale (softmax * -(d_blank + d_emit) + d_blank [v = blank]
+        + d_emit [v = y]) (clamped before scaling; SSNT: no blank term, d_blank goes to the choose head),
+        then back through the output layer (by hand for a Linear: dW += g^T h, db += sum g, dh = g W)
+        and, with autograd, through ``joiner.hidden`` (and the choose head) to the projections."""
         spec = ctx.spec
         enc_proj, pred_proj, lse, d_blank, d_emit, *params = ctx.saved_tensors
         joiner, choose_head = spec["joiner"], spec["choose_head"]
         ssnt, blank, clamp = spec["loss"] == "ssnt", spec["blank"], spec["clamp"]
         columns = pred_proj.shape[1]
+        dtype = lse.dtype
         column_targets = _column_targets(spec["targets"], columns, ssnt)
+        linear = _linear_output(spec, dtype)
+        by_hand = [] if linear is None else [p for p in linear if p is not None]
+        others = [i for i, p in enumerate(params) if not any(p is q for q in by_hand)]
         grad_enc = torch.zeros_like(enc_proj)
         grad_pred = torch.zeros_like(pred_proj)
         grad_params = [torch.zeros_like(p) for p in params]
+        buffer = _chunk_buffer(spec, columns, joiner.output.out_features, dtype, lse.device) if linear else None
+        grad_scale = grad_losses.to(dtype)
         for b, t in _chunks(spec):
-            scale = grad_losses[b].view(-1, 1, 1)
+            rows = b.numel() * columns
+            scale = grad_scale[b].repeat_interleave(columns)[:, None]  # (rows, 1)
             with torch.enable_grad():
                 e = enc_proj[b, t].detach().unsqueeze(1).requires_grad_()  # (N, 1, H)
                 p = pred_proj[b].detach().requires_grad_()  # (N, C, H)
                 hidden = joiner.hidden(e, p)
-                logits = joiner.output(hidden)
+                logits = hidden if linear else joiner.output(hidden)
                 outputs = [logits]
-                softmax = torch.exp(logits.detach().to(lse.dtype) - lse[b, t].unsqueeze(-1))
-                emit_occ = d_emit[b, t]  # d loss / d emit score (already carries the sign)
-                index = column_targets[b].unsqueeze(-1)
                 if ssnt:
-                    grad_logits = softmax.mul_(-emit_occ.unsqueeze(-1))
-                    grad_logits.scatter_add_(-1, index, emit_occ.unsqueeze(-1))
                     log_p_choose = choose_head(hidden)
                     outputs.append(log_p_choose)
-                    grad_choose = (d_blank[b, t] * scale[..., 0]).to(log_p_choose.dtype)
+                    grad_choose = (d_blank[b, t] * grad_scale[b].view(-1, 1)).to(log_p_choose.dtype)
+            with torch.no_grad():
+                if linear:
+                    g = _output_logits(spec, linear, hidden.detach(), buffer, dtype)
                 else:
-                    blank_occ = d_blank[b, t]
-                    grad_logits = softmax.mul_(-(blank_occ + emit_occ).unsqueeze(-1))
-                    grad_logits[..., blank] += blank_occ
-                    grad_logits.scatter_add_(-1, index, emit_occ.unsqueeze(-1))
-                    if clamp > 0:
-                        grad_logits.clamp_(-clamp, clamp)
-                grad_logits = grad_logits.mul_(scale).to(logits.dtype)
-                grads_out = [grad_logits] + ([grad_choose] if ssnt else [])
-                leaves = [e, p, *params]
-                grads = torch.autograd.grad(outputs, leaves, grads_out, allow_unused=True)
+                    g = logits.detach().to(dtype).reshape(rows, -1).clone()
+                g.sub_(lse[b, t].reshape(rows, 1)).exp_()  # softmax
+                emit_occ = d_emit[b, t].reshape(rows, 1)  # d loss / d emit score (already carries the sign)
+                index = column_targets[b].reshape(rows, 1)
+                clamped = clamp > 0 and not ssnt
+                fold = not clamped  # no clamp: the upstream gradient goes into the coefficients
+                if fold:
+                    emit_occ = emit_occ * scale
+                if ssnt:
+                    g.mul_(-emit_occ)
+                else:
+                    blank_occ = d_blank[b, t].reshape(rows, 1)
+                    if fold:
+                        blank_occ = blank_occ * scale
+                    g.mul_(-(blank_occ + emit_occ))
+                    g[:, blank] += blank_occ[:, 0]
+                g.scatter_add_(-1, index, emit_occ)
+                if clamped:
+                    g.clamp_(-clamp, clamp).mul_(scale)
+                if linear:
+                    weight, bias = linear
+                    h2d = hidden.detach().reshape(rows, -1)
+                    grad_params[_index_of(params, weight)].addmm_(g.t(), h2d)
+                    if bias is not None:
+                        grad_params[_index_of(params, bias)] += g.sum(0)
+                    grads_out = [torch.mm(g, weight).view_as(hidden)]
+                else:
+                    grads_out = [g.view_as(logits).to(logits.dtype)]
+            if ssnt:
+                grads_out.append(grad_choose)
+            leaves = [e, p] + [params[i] for i in others]
+            grads = torch.autograd.grad(outputs, leaves, grads_out, allow_unused=True)
             grad_enc[b, t] = grads[0][:, 0]  # each valid frame is in exactly one chunk
             grad_pred.index_add_(0, b, grads[1])
-            for acc, g in zip(grad_params, grads[2:]):
-                if g is not None:
-                    acc += g
+            for i, g_param in zip(others, grads[2:]):
+                if g_param is not None:
+                    grad_params[i] += g_param
         return (None, grad_enc, grad_pred, *grad_params)
+
+
+def _index_of(params, tensor):
+    """Position of `tensor` (by identity) in `params`."""
+    return next(i for i, p in enumerate(params) if p is tensor)
 
 
 def _column_targets(targets, columns, ssnt):

@@ -65,12 +65,46 @@ def test_fused_equals_dense(dtype, tolerance, reduction, loss, extra, chunk_size
 def test_fused_chunk_size_follows_the_memory_budget():
     joiner, _, enc, pred, targets, ll, tl = _setup(torch.float32)
     calls = []
-    original = joiner.output.forward
-    joiner.output.forward = lambda x: calls.append(x.shape[0]) or original(x)
+    original = joiner.hidden
+    joiner.hidden = lambda e, p: calls.append(e.shape[0]) or original(e, p)
     per_frame_mb = (U + 1) * (4 * H + 3 * V) * 4 / 2**20
-    seqloss.fused_transducer_loss(joiner, enc, pred, targets, ll, tl, blank=0, memory_budget_mb=3.5 * per_frame_mb)
-    # 3 frames (b, t) per chunk; every valid frame once in forward, no padded frame
+    with torch.no_grad():  # the forward chunks only
+        seqloss.fused_transducer_loss(joiner, enc, pred, targets, ll, tl, blank=0,
+                                      memory_budget_mb=3.5 * per_frame_mb)
+    # 3 frames (b, t) per chunk; every valid frame once, no padded frame
     assert max(calls) == 3 and sum(calls) == int(ll.sum()) < B * T
+
+
+class _Unfused(torch.nn.Module):
+    """An output layer the chunk loops cannot apply by hand (not a plain Linear): autograd differentiates it."""
+
+    def __init__(self, linear):
+        super().__init__()
+        self.linear = linear
+        self.out_features = linear.out_features
+
+    def forward(self, hidden):
+        return self.linear(hidden)
+
+
+@pytest.mark.parametrize("loss", ["rnnt", "ssnt"])
+@pytest.mark.parametrize("output", ["linear", "module", "linear_without_bias"])
+def test_fused_output_layers(loss, output):
+    """The hand-written backward of a Linear output layer (with or without bias) and the autograd one of
+    any other module give the dense path's gradients."""
+    joiner, choose, enc, pred, targets, ll, tl = _setup(torch.float64)
+    if output == "module":
+        joiner.output = _Unfused(joiner.output)
+    elif output == "linear_without_bias":
+        joiner.output.bias = None
+    params = [enc, pred, *joiner.parameters()] + ([*choose.parameters()] if loss == "ssnt" else [])
+    dense = _value_and_grads(lambda: _dense(loss, joiner, choose, enc, pred, targets, ll, tl, "sum"), params)
+    fused = _value_and_grads(lambda: seqloss.fused_transducer_loss(
+        joiner, enc, pred, targets, ll, tl, loss=loss, blank=0, reduction="sum",
+        choose_head=choose if loss == "ssnt" else None, chunk_size=4), params)
+    torch.testing.assert_close(fused[0], dense[0], rtol=1e-9, atol=1e-9)
+    for got, want in zip(fused[1], dense[1]):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])

@@ -16,7 +16,7 @@
 
 #include "../checks.h"
 #include "../recurrences.h"
-#include "huge_pages.h"
+#include "zero_pages.h"
 #include "kernels.h"
 
 namespace seqloss {
@@ -300,8 +300,9 @@ at::Tensor ctc_loss_grad_cpu(const at::Tensor& log_probs, const at::Tensor& targ
   const auto targets = targets_in.contiguous(), input_lengths = input_lengths_in.contiguous();
   const auto target_lengths = target_lengths_in.contiguous(), gamma = gamma_in.contiguous();
   const auto scale = scale_in.contiguous();
-  auto grad = at::empty({T, B, V}, log_probs.options());
-  advise_huge_pages(grad);  // before the first write: see huge_pages.h
+  const auto output = empty_or_zero_pages({T, B, V}, log_probs.options());
+  const at::Tensor& grad = output.tensor;
+  const bool zeroed = output.zeroed;
   AT_DISPATCH_FLOATING_TYPES(log_probs.scalar_type(), "ctc_loss_grad_cpu", [&] {
     using T_ = scalar_t;
     const int64_t* yp = targets.data_ptr<int64_t>();
@@ -317,7 +318,7 @@ at::Tensor ctc_loss_grad_cpu(const at::Tensor& log_probs, const at::Tensor& targ
       for (int64_t t = begin; t < end; ++t) {
         for (int64_t b = 0; b < B; ++b) {
           T_* row = out + (t * B + b) * V;
-          std::memset(row, 0, V * sizeof(T_));
+          if (!zeroed) std::memset(row, 0, V * sizeof(T_));  // a fresh zero-page gradient needs no memset
           if (t >= il[b]) continue;
           const T_* g = gp + (t * B + b) * S;
           const int64_t* lab = labs.data() + b * S;

@@ -2,7 +2,8 @@
 // the occupancies of each utterance in one task; transducer_loss_grad (and the in-place
 // transducer_loss_grad_) writes the gradient w.r.t. the logits. Dense (B, T, U+1, V) or packed
 // (sum_b T_b (U_b+1), V) logits; only the rows of valid cells (t < T_b, u <= U_b) are read, and the
-// gradient's padded rows are zeroed with one memset per contiguous block. Per-utterance kernels:
+// gradient's padded rows are zeroed with one memset per contiguous block, or, where the gradient is a fresh
+// allocation of zero pages (zero_pages.h), never touched at all. Per-utterance kernels:
 // cpu/transducer_fused.h, built for AVX2 in cpu/transducer_avx2.cpp and scalar here.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -22,9 +23,9 @@
 
 #include "../checks.h"
 #include "../recurrences.h"
-#include "huge_pages.h"
 #include "kernels.h"
 #include "transducer_fused.h"
+#include "zero_pages.h"
 
 namespace seqloss {
 namespace {
@@ -126,7 +127,8 @@ void transducer_loss_grad_into(const char* op, const at::Tensor& grad, const at:
                                const at::Tensor& targets_in, const at::Tensor& logit_lengths_in,
                                const at::Tensor& target_lengths_in, const at::Tensor& lse_in,
                                const at::Tensor& occ_blank_in, const at::Tensor& occ_emit_in,
-                               const at::Tensor& scale_in, int64_t blank, double clamp, bool fused_log_softmax) {
+                               const at::Tensor& scale_in, int64_t blank, double clamp, bool fused_log_softmax,
+                               bool grad_zeroed) {
   const int64_t max_frames = lse_in.dim() == 3 ? lse_in.size(1) : -1, W = lse_in.dim() == 3 ? lse_in.size(2) : 0;
   TORCH_CHECK_VALUE(lse_in.dim() == 3 && W >= 1, op, ": lse must be (B, T, U+1), got shape ", lse_in.sizes());
   const auto first =
@@ -173,7 +175,7 @@ void transducer_loss_grad_into(const char* op, const at::Tensor& grad, const at:
         } else {
           transducer_backward<ScalarLanes<scalar_t>>(rows, options, cut, sp[b], grids, gb);
         }
-        if (!dense) continue;
+        if (!dense || grad_zeroed) continue;
         // padded rows of the dense grid: u > U_b on each valid frame, then every row of the frames t >= T_b
         const int64_t tail = (W - 1 - lp[b]) * V;
         for (int64_t t = 0; t < fp[b] && tail > 0; ++t) {
@@ -190,10 +192,11 @@ at::Tensor transducer_loss_grad_cpu(const at::Tensor& logits_in, const at::Tenso
                                     const at::Tensor& lse, const at::Tensor& occ_blank, const at::Tensor& occ_emit,
                                     const at::Tensor& scale, int64_t blank, double clamp, bool fused_log_softmax) {
   const auto logits = logits_in.contiguous();
-  auto grad = at::empty_like(logits, at::MemoryFormat::Contiguous);
-  advise_huge_pages(grad);  // before the first write: see huge_pages.h
+  // padded cells of a fresh zero-page gradient are left as they are: zero, and never faulted in
+  const auto output = empty_or_zero_pages(logits.sizes(), logits.options());
+  const at::Tensor& grad = output.tensor;
   transducer_loss_grad_into("seqloss::transducer_loss_grad", grad, logits, targets, logit_lengths, target_lengths, lse,
-                            occ_blank, occ_emit, scale, blank, clamp, fused_log_softmax);
+                            occ_blank, occ_emit, scale, blank, clamp, fused_log_softmax, output.zeroed);
   return grad;
 }
 
@@ -204,7 +207,7 @@ void transducer_loss_grad_inplace_cpu(const at::Tensor& logits, const at::Tensor
   const char* op = "seqloss::transducer_loss_grad_";
   TORCH_CHECK_VALUE(logits.is_contiguous(), op, ": logits must be contiguous (the gradient is written over them)");
   transducer_loss_grad_into(op, logits, logits, targets, logit_lengths, target_lengths, lse, occ_blank, occ_emit, scale,
-                            blank, clamp, fused_log_softmax);
+                            blank, clamp, fused_log_softmax, /*grad_zeroed=*/false);
 }
 
 }  // namespace

@@ -1,0 +1,81 @@
+"""Large dense gradients of the native CPU ops are fresh zero pages: padded cells are never written.
+
+A ragged batch's (B, T, U+1, V) RNN-T gradient (or (T, B, V) CTC gradient) is zero on every padded
+cell. At 32 MiB and above the ops take the gradient straight from mmap, whose pages are already zero,
+and skip those cells; their pages are then never faulted in. Checked here with mincore(2), which
+says which pages of the gradient are resident, before anything reads it; then the values: padded cells
+exactly zero, valid cells bit for bit those of the packed input (RNN-T) or equal to the torch backend's
+in float64 (CTC)."""
+import ctypes
+import mmap
+import sys
+
+import pytest
+import torch
+
+import seqloss
+from seqloss import _ops
+
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore and the zero-page path are Linux-only"),
+    pytest.mark.skipif(not _ops.available("cpu"), reason="native CPU ops not built"),
+]
+
+PAGE = mmap.PAGESIZE
+
+
+def resident_fraction(tensor):
+    """Fraction of the pages spanned by `tensor`'s storage that are resident (mincore), without reading them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
+    start = tensor.data_ptr() // PAGE * PAGE
+    length = tensor.data_ptr() + tensor.nbytes - start
+    pages = (length + PAGE - 1) // PAGE
+    vec = (ctypes.c_ubyte * pages)()
+    if libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(length), vec) != 0:
+        pytest.fail(f"mincore failed: errno {ctypes.get_errno()}")
+    return sum(v & 1 for v in vec) / pages
+
+
+def test_rnnt_dense_gradient_leaves_padded_cells_untouched():
+    torch.manual_seed(0)
+    B, T, U, V = 2, 200, 100, 500  # 80 MB gradient; utterance 1 covers 60 x 21 of the 200 x 101 cells
+    frames, labels = torch.tensor([T, 60], dtype=torch.int32), torch.tensor([U, 20], dtype=torch.int32)
+    logits = torch.randn(B, T, U + 1, V, requires_grad=True)
+    targets = torch.randint(1, V, (B, U), dtype=torch.int32)
+    loss = seqloss.rnnt_loss(logits, targets, frames, labels, blank=0, reduction="sum", backend="native")
+    (grad,) = torch.autograd.grad(loss, logits)
+
+    valid = (1 + 60 * 21 / (T * (U + 1))) / B
+    resident = resident_fraction(grad)
+    assert resident < valid + 0.02, f"{resident:.3f} of the gradient's pages resident, valid cells are {valid:.3f}"
+
+    cell_valid = (torch.arange(T)[None, :, None] < frames[:, None, None].long()) & (
+        torch.arange(U + 1)[None, None, :] <= labels[:, None, None].long())
+    assert torch.count_nonzero(grad[~cell_valid]) == 0
+    rows = logits.detach()[cell_valid].requires_grad_()  # packed (sum_b T_b (U_b+1), V), b, t, u order
+    packed_loss = seqloss.rnnt_loss(rows, targets, frames, labels, blank=0, reduction="sum", backend="native")
+    (packed_grad,) = torch.autograd.grad(packed_loss, rows)
+    assert torch.equal(grad[cell_valid], packed_grad)
+    assert torch.equal(loss, packed_loss)
+
+
+def test_ctc_gradient_leaves_padded_frames_untouched():
+    torch.manual_seed(0)
+    # float64, so that the torch backend is an exact reference: 64 MB gradient, 32 KiB rows;
+    # utterance 1 has 100 of the 1000 frames
+    T, B, V, S = 1000, 2, 4096, 50
+    log_probs = torch.randn(T, B, V, dtype=torch.float64).log_softmax(-1).requires_grad_()
+    targets = torch.randint(1, V, (B, S))
+    input_lengths, target_lengths = torch.tensor([T, 100]), torch.tensor([S, 20])
+    loss = seqloss.ctc_loss(log_probs, targets, input_lengths, target_lengths, reduction="sum", backend="native")
+    (grad,) = torch.autograd.grad(loss, log_probs)
+
+    valid = (T + 100) / (T * B)  # rows (t, b) with t < input_lengths[b]; each row is 8 pages
+    resident = resident_fraction(grad)
+    assert resident < valid + 0.02, f"{resident:.3f} of the gradient's pages resident, valid rows are {valid:.3f}"
+
+    assert torch.count_nonzero(grad[100:, 1]) == 0
+    reference = seqloss.ctc_loss(log_probs, targets, input_lengths, target_lengths, reduction="sum", backend="torch")
+    (expected,) = torch.autograd.grad(reference, log_probs)
+    torch.testing.assert_close(grad, expected, rtol=1e-9, atol=1e-12)
