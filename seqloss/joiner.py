@@ -17,6 +17,11 @@ holding only a chunk of frames of the joiner output at a time:
 * backward, chunk by chunk: recompute the logits, form d loss / d logits from the occupancies
   (gamma * softmax - occ_blank [v = blank] - occ_emit [v = y]), and backpropagate it through the
   joiner to the encoder/predictor projections and every parameter.
+
+Where the output layer is a plain ``nn.Linear`` (the :class:`Joiner`'s), both loops write every
+chunk's logits into one buffer allocated per call, turn them into the log-sum-exp / softmax in
+place, and apply the layer's backward by hand (dW += g^T h, db += sum_rows g, dh = g W): no V-wide
+tensor is allocated per chunk. Any other output module goes through autograd, chunk by chunk.
 """
 
 import torch
@@ -61,15 +66,16 @@ class Joiner(nn.Module):
         return self.output(self.hidden(enc_proj[b, t], pred_proj[b, u]))
 
 
-def _chunk_rows(columns, vocab, hidden, element_size, memory_budget_mb, chunk_size):
-    """Frames (b, t) per chunk: one frame's working set (the gathered predictor rows, the hidden
-    pre-activation and activation, their gradient; logits, softmax/gradient, autograd buffers) is
-    about columns * (4 hidden + 3 vocab) elements."""
+def _chunk_rows(columns, vocab, hidden, element_size, by_hand, memory_budget_mb, chunk_size):
+    """Frames (b, t) per chunk. One frame's working set is about columns * (vocab + 6 hidden) elements
+    where the output layer is applied by hand (`by_hand`: the reused logits buffer; the gathered
+    predictor rows, the pre-activation and activation, their gradients), columns * (3 vocab + 4 hidden)
+    otherwise (logits, softmax/gradient and autograd's buffers, allocated per chunk)."""
     if chunk_size is not None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         return chunk_size
-    per_frame = columns * (4 * hidden + 3 * vocab) * element_size
+    per_frame = columns * ((vocab + 6 * hidden) if by_hand else (3 * vocab + 4 * hidden)) * element_size
     return max(1, int(memory_budget_mb * 2**20 // max(per_frame, 1)))
 
 
@@ -86,11 +92,11 @@ def _chunks(spec):
         yield frame_b[r0 : r0 + spec["chunk"]], frame_t[r0 : r0 + spec["chunk"]]
 
 
-def _linear_output(spec, dtype):
+def _linear_output(joiner, dtype):
     """(weight (V, H), bias (V,) or None) of the joiner's output layer where the chunk loops may apply it
     themselves (a plain ``nn.Linear`` in the compute dtype, autocast off), else None: the loops then
     call ``joiner.output`` and let autograd differentiate it."""
-    output = spec["joiner"].output
+    output = joiner.output
     if type(output) is not nn.Linear or output.weight.dtype != dtype or torch.is_autocast_enabled():
         return None
     return output.weight, output.bias
@@ -130,7 +136,7 @@ def _chunked_scores(spec, enc_proj, pred_proj):
     lse = enc_proj.new_zeros(batch, frames, columns, dtype=dtype)
     column_targets = _column_targets(spec["targets"], columns, ssnt)
     with torch.no_grad():
-        linear = _linear_output(spec, dtype)
+        linear = _linear_output(joiner, dtype)
         buffer = _chunk_buffer(spec, columns, joiner.output.out_features, dtype, enc_proj.device) if linear else None
         for b, t in _chunks(spec):
             hidden = joiner.hidden(enc_proj[b, t].unsqueeze(1), pred_proj[b])  # (N, C, H)
@@ -181,7 +187,7 @@ class _FusedJoinerLoss(torch.autograd.Function):
         columns = pred_proj.shape[1]
         dtype = lse.dtype
         column_targets = _column_targets(spec["targets"], columns, ssnt)
-        linear = _linear_output(spec, dtype)
+        linear = _linear_output(joiner, dtype)
         by_hand = [] if linear is None else [p for p in linear if p is not None]
         others = [i for i, p in enumerate(params) if not any(p is q for q in by_hand)]
         grad_enc = torch.zeros_like(enc_proj)
@@ -320,7 +326,8 @@ def fused_transducer_loss(joiner, enc, pred, targets, logit_lengths, target_leng
     enc_proj, pred_proj = joiner.encoder_proj(enc), joiner.predictor_proj(pred)
     if loss == "ssnt":
         pred_proj = pred_proj[:, : targets.shape[1]]
-    chunk = _chunk_rows(pred_proj.shape[1], vocab, enc_proj.shape[-1], max(4, enc_proj.element_size()),
+    by_hand = _linear_output(joiner, _checks.compute_dtype(enc_proj)) is not None
+    chunk = _chunk_rows(pred_proj.shape[1], vocab, enc_proj.shape[-1], max(4, enc_proj.element_size()), by_hand,
                         memory_budget_mb, chunk_size)
     spec = {"joiner": joiner, "choose_head": choose_head, "loss": loss, "targets": targets, "blank": blank,
             "clamp": float(clamp), "final_blank": bool(final_blank), "logit_lengths": logit_lengths,
