@@ -295,9 +295,9 @@ class SSNTObjective(Objective):
             hidden = joiner.hidden(enc_proj[:, None], pred_proj[:, :, None])  # (B, J, S, D)
         return (*ssnt_scores(joiner, parts.choose_head, hidden), targets)
 
-    def greedy(self, model, enc, lengths, max_symbols_per_frame=3):
+    def greedy(self, model, enc, lengths, max_symbols_per_frame=3, emit_rule="marginal"):
         return ssnt_greedy(enc, lengths, model.predictor, model.joiner, model.choose_head, self.blank_id,
-                           max_symbols_per_frame, self.end_token)
+                           max_symbols_per_frame, self.end_token, emit_rule)
 
     def beam(self, model, enc, lengths, beam_size, max_symbols_per_frame=3, scorer=None):
         return [ssnt_beam_search(model, one, beam_size, max_symbols_per_frame, blank_id=self.blank_id,

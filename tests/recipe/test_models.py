@@ -207,6 +207,10 @@ def test_symbols_per_frame_cap():
     ssnt.choose_head.output.bias.data.fill_(100.0)  # always emit
     hyps = ssnt_greedy(enc, lengths, ssnt.predictor, ssnt.joiner, ssnt.choose_head, 0, max_symbols_per_frame=3)
     assert [len(h) for h in hyps] == [16, 10]  # the cap on every frame but the last, where one emission ends the path
+    for rule in ("marginal", "best_move"):  # the decoder hands its SSNT rule to the SSNT objective
+        assert [len(h) for h in GreedyDecoder(3, ssnt_emit_rule=rule)(ssnt, enc, lengths)] == [16, 10]
+    with pytest.raises(ValueError, match="ssnt_emit_rule"):
+        GreedyDecoder(3, ssnt_emit_rule="sample")
 
 
 def test_out_of_memory_names_batch_and_max_duration(monkeypatch):

@@ -100,13 +100,13 @@ def _paths(frames, log_q, log_emit, cap, end_token):
     return list(walk(0, 0, 0, (), 0.0))
 
 
-def _search(p_emit, q, end_token, cap=3):
+def _search(p_emit, q, end_token, cap=3, emit_rule="best_move"):
     log_q, log_emit = q.log(), p_emit.log()
     joiner = _TableJoiner(log_q, log_emit)
     frames = p_emit.shape[0]
     enc = torch.stack([torch.arange(frames, dtype=torch.float64), torch.zeros(frames, dtype=torch.float64)], -1)
     hyp = ssnt_greedy(enc[None], torch.tensor([frames]), _CountPredictor(), joiner, joiner.choose, 0, cap,
-                      end_token)[0]
+                      end_token, emit_rule)[0]
     return hyp, _paths(frames, log_q, log_emit, cap, end_token)
 
 
@@ -124,6 +124,21 @@ def test_greedy_takes_the_best_single_path_where_the_marginal_rule_does_not():
     assert best_score == pytest.approx(math.log(0.4 * 0.9 * 0.81 * 0.24))
     marginal = [1]  # emit a on frame 0 (0.6 > 1/2), then P(emit) = 0.1 and 0.3: nothing more
     assert hyp != marginal
+
+
+def test_greedy_marginal_rule_emits_when_emitting_is_more_likely_than_shifting():
+    """Frame 0: P(emit) = 0.6 spread evenly over a and b. The best single move shifts (0.3 < 0.4); the
+    marginal rule (the default) emits, since emitting something (0.6) beats shifting (0.4), and takes a
+    (the first of the tied arg-max). Both then shift until the last frame, where the path must end with
+    an emission (a, q = 0.6)."""
+    p_emit, q = _tables()
+    p_emit[0, 0], q[0, 0] = 0.6, torch.tensor([0.0, 0.5, 0.5])
+    best_move, _ = _search(p_emit, q, end_token=False, emit_rule="best_move")
+    marginal, _ = _search(p_emit, q, end_token=False, emit_rule="marginal")
+    assert best_move == [1]
+    assert marginal == [1, 1]
+    with pytest.raises(ValueError, match="emit_rule"):
+        _search(p_emit, q, end_token=False, emit_rule="argmax")
 
 
 def test_greedy_with_end_token_ends_only_on_the_last_frame():
