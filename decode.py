@@ -152,9 +152,9 @@ def settings_suffix(cfg: DictConfig, checkpoints: list[Path]) -> str:
         parts = {"ForcedAligner": ["viterbi"]}.get(name, [name])
     else:
         name = cfg.decoding._target_.rsplit(".", 1)[-1]
-        rule = cfg.decoding.get("ssnt_emit_rule", "marginal")
+        rule = cfg.decoding.get("ssnt_emit_rule", "best_move")
         parts = {"GreedyDecoder": ["greedy", f"maxsym{cfg.decoding.get('max_symbols_per_frame', 1)}"]
-                 + ([f"ssnt-{rule}"] if rule != "marginal" else []),
+                 + ([f"ssnt-{rule}"] if rule != "best_move" else []),
                  "BeamSearchDecoder": ["beam", f"size{cfg.decoding.get('beam_size')}",
                                        "rescored" if cfg.decoding.get("rescore", True) else "search-scores"],
                  "BeamLMDecoder": ["beamlm", f"size{cfg.decoding.get('beam_size')}",

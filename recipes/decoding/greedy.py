@@ -83,7 +83,7 @@ def ssnt_greedy(
     blank_id: int = 0,
     max_symbols_per_frame: int = 3,
     end_token: bool = False,
-    emit_rule: str = "marginal",
+    emit_rule: str = "best_move",
 ) -> list[list[int]]:
     """SSNT greedy search: at each step the best move of the loss's lattice.
 
@@ -96,11 +96,10 @@ def ssnt_greedy(
     is the end token. `blank_id` never appears in a hypothesis.
 
     `emit_rule` decides between emitting and shifting on a frame that is not the last:
-    "best_move" (above) emits iff log P(emit) + max_k log q(k) > log(1 − P(emit)); "marginal" (the
-    default) emits iff P(emit) > 1/2, the probability of emitting some token against that of
+    "best_move" (the default, above) emits iff log P(emit) + max_k log q(k) > log(1 − P(emit));
+    "marginal" emits iff P(emit) > 1/2, the probability of emitting some token against that of
     shifting, and then emits the arg-max of q. They differ when q spreads its mass over several
-    tokens; on the embedded corpus "marginal" was as good on dev and 0.2 points better on test
-    (RESULTS.md).
+    tokens; on the embedded corpus neither is better throughout (docs/recipe.md, SSNT).
     """
     if emit_rule not in SSNT_EMIT_RULES:
         raise ValueError(f"emit_rule must be one of {SSNT_EMIT_RULES}, got {emit_rule!r}")
@@ -142,10 +141,10 @@ class GreedyDecoder:
 
     `max_symbols_per_frame` caps RNN-T and SSNT emissions per encoder frame (the modified
     transducer always uses 1). `ssnt_emit_rule` is SSNT's rule for emitting or shifting
-    (``ssnt_greedy``'s `emit_rule`: "marginal" or "best_move"); other losses ignore it.
+    (``ssnt_greedy``'s `emit_rule`: "best_move" or "marginal"); other losses ignore it.
     """
 
-    def __init__(self, max_symbols_per_frame: int = 3, ssnt_emit_rule: str = "marginal") -> None:
+    def __init__(self, max_symbols_per_frame: int = 3, ssnt_emit_rule: str = "best_move") -> None:
         if max_symbols_per_frame < 1:
             raise ValueError(f"max_symbols_per_frame must be >= 1, got {max_symbols_per_frame}")
         if ssnt_emit_rule not in SSNT_EMIT_RULES:

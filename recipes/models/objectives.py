@@ -295,7 +295,7 @@ class SSNTObjective(Objective):
             hidden = joiner.hidden(enc_proj[:, None], pred_proj[:, :, None])  # (B, J, S, D)
         return (*ssnt_scores(joiner, parts.choose_head, hidden), targets)
 
-    def greedy(self, model, enc, lengths, max_symbols_per_frame=3, emit_rule="marginal"):
+    def greedy(self, model, enc, lengths, max_symbols_per_frame=3, emit_rule="best_move"):
         return ssnt_greedy(enc, lengths, model.predictor, model.joiner, model.choose_head, self.blank_id,
                            max_symbols_per_frame, self.end_token, emit_rule)
 

@@ -127,8 +127,8 @@ def test_greedy_takes_the_best_single_path_where_the_marginal_rule_does_not():
 
 
 def test_greedy_marginal_rule_emits_when_emitting_is_more_likely_than_shifting():
-    """Frame 0: P(emit) = 0.6 spread evenly over a and b. The best single move shifts (0.3 < 0.4); the
-    marginal rule (the default) emits, since emitting something (0.6) beats shifting (0.4), and takes a
+    """Frame 0: P(emit) = 0.6 spread evenly over a and b. The best single move (the default) shifts
+    (0.3 < 0.4); the marginal rule emits, since emitting something (0.6) beats shifting (0.4), and takes a
     (the first of the tied arg-max). Both then shift until the last frame, where the path must end with
     an emission (a, q = 0.6)."""
     p_emit, q = _tables()
