@@ -4,6 +4,8 @@ The search functions take encoder output (B, T, E) with lengths and return one l
 per utterance (blank never appears in a hypothesis). Each objective's `greedy` hook
 (recipes/models/objectives.py) calls the one for its loss; :class:`GreedyDecoder` calls the hook.
 """
+import inspect
+
 import torch
 from torch import nn
 
@@ -141,7 +143,8 @@ class GreedyDecoder:
 
     `max_symbols_per_frame` caps RNN-T and SSNT emissions per encoder frame (the modified
     transducer always uses 1). `ssnt_emit_rule` is SSNT's rule for emitting or shifting
-    (``ssnt_greedy``'s `emit_rule`: "best_move" or "marginal"); other losses ignore it.
+    (``ssnt_greedy``'s `emit_rule`: "best_move" or "marginal"), passed to any objective whose
+    greedy hook has an `emit_rule` parameter (the SSNT objective's); the others never see it.
     """
 
     def __init__(self, max_symbols_per_frame: int = 3, ssnt_emit_rule: str = "best_move") -> None:
@@ -155,6 +158,8 @@ class GreedyDecoder:
     @torch.no_grad()
     def __call__(self, model, enc: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
         """Hypotheses for encoder output `enc` of `model` (which has `objective` and the heads it uses)."""
-        options = {"emit_rule": self.ssnt_emit_rule} if model.objective.name == "ssnt" else {}
+        # options beyond the hook's base signature go to the objectives whose greedy hook takes them
+        accepted = inspect.signature(model.objective.greedy).parameters
+        options = {name: value for name, value in {"emit_rule": self.ssnt_emit_rule}.items() if name in accepted}
         return model.objective.greedy(model, enc, lengths, max_symbols_per_frame=self.max_symbols_per_frame,
                                       **options)
