@@ -92,12 +92,15 @@ def _chunks(spec):
         yield frame_b[r0 : r0 + spec["chunk"]], frame_t[r0 : r0 + spec["chunk"]]
 
 
-def _linear_output(joiner, dtype):
+def _linear_output(joiner, enc_proj, pred_proj):
     """(weight (V, H), bias (V,) or None) of the joiner's output layer where the chunk loops may apply it
-    themselves (a plain ``nn.Linear`` in the compute dtype, autocast off), else None: the loops then
-    call ``joiner.output`` and let autograd differentiate it."""
+    themselves: a plain ``nn.Linear`` whose weight has the dtype of both projections and of the loss's
+    compute dtype, with autocast off on their device. Else None: the loops then call ``joiner.output``
+    (under autocast, in whatever dtype autocast picks) and let autograd differentiate it."""
     output = joiner.output
-    if type(output) is not nn.Linear or output.weight.dtype != dtype or torch.is_autocast_enabled():
+    dtype = _checks.compute_dtype(enc_proj)
+    if (type(output) is not nn.Linear or torch.is_autocast_enabled(enc_proj.device.type)
+            or not output.weight.dtype == enc_proj.dtype == pred_proj.dtype == dtype):
         return None
     return output.weight, output.bias
 
@@ -136,7 +139,7 @@ def _chunked_scores(spec, enc_proj, pred_proj):
     lse = enc_proj.new_zeros(batch, frames, columns, dtype=dtype)
     column_targets = _column_targets(spec["targets"], columns, ssnt)
     with torch.no_grad():
-        linear = _linear_output(joiner, dtype)
+        linear = _linear_output(joiner, enc_proj, pred_proj)
         buffer = _chunk_buffer(spec, columns, joiner.output.out_features, dtype, enc_proj.device) if linear else None
         for b, t in _chunks(spec):
             hidden = joiner.hidden(enc_proj[b, t].unsqueeze(1), pred_proj[b])  # (N, C, H)
@@ -171,11 +174,21 @@ class _FusedJoinerLoss(torch.autograd.Function):
         d_blank = torch.zeros_like(blank_scores) if d_blank is None else d_blank
         d_emit = torch.zeros_like(emit_scores) if d_emit is None else d_emit
         ctx.spec = spec
+        device_type = enc_proj.device.type
+        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
         ctx.save_for_backward(enc_proj, pred_proj, lse, d_blank, d_emit, *params)
         return losses.detach()
 
     @staticmethod
     def backward(ctx, grad_losses):
+        """The chunks are recomputed under the autocast state the forward pass ran in (backward usually
+        runs outside the autocast region), so that they are the forward's chunks, in its dtypes."""
+        device_type, enabled, dtype = ctx.autocast
+        with torch.autocast(device_type, dtype=dtype, enabled=enabled):
+            return _FusedJoinerLoss._backward(ctx, grad_losses)
+
+    @staticmethod
+    def _backward(ctx, grad_losses):
         """Per chunk: d loss / d logits = scale (softmax * -(d_blank + d_emit) + d_blank [v = blank]
         + d_emit [v = y]) (clamped before scaling; SSNT: no blank term, d_blank goes to the choose head),
         then back through the output layer (by hand for a Linear: dW += g^T h, db += sum g, dh = g W)
@@ -187,7 +200,7 @@ class _FusedJoinerLoss(torch.autograd.Function):
         columns = pred_proj.shape[1]
         dtype = lse.dtype
         column_targets = _column_targets(spec["targets"], columns, ssnt)
-        linear = _linear_output(joiner, dtype)
+        linear = _linear_output(joiner, enc_proj, pred_proj)
         by_hand = [] if linear is None else [p for p in linear if p is not None]
         others = [i for i, p in enumerate(params) if not any(p is q for q in by_hand)]
         grad_enc = torch.zeros_like(enc_proj)
@@ -326,7 +339,7 @@ def fused_transducer_loss(joiner, enc, pred, targets, logit_lengths, target_leng
     enc_proj, pred_proj = joiner.encoder_proj(enc), joiner.predictor_proj(pred)
     if loss == "ssnt":
         pred_proj = pred_proj[:, : targets.shape[1]]
-    by_hand = _linear_output(joiner, _checks.compute_dtype(enc_proj)) is not None
+    by_hand = _linear_output(joiner, enc_proj, pred_proj) is not None
     chunk = _chunk_rows(pred_proj.shape[1], vocab, enc_proj.shape[-1], max(4, enc_proj.element_size()), by_hand,
                         memory_budget_mb, chunk_size)
     spec = {"joiner": joiner, "choose_head": choose_head, "loss": loss, "targets": targets, "blank": blank,

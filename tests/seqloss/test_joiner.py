@@ -158,3 +158,24 @@ def test_fused_without_gradients(context, loss):
         value = seqloss.fused_transducer_loss(joiner, enc, pred, targets, ll, tl, loss=loss, blank=0, **kwargs)
     assert not value.requires_grad
     torch.testing.assert_close(value, with_grad.detach())
+
+
+@pytest.mark.parametrize("loss", ["rnnt", "ssnt"])
+def test_fused_under_cpu_autocast_with_backward_outside_it(loss):
+    """Forward under bf16 autocast, backward after it (as a training loop does): the chunks are recomputed
+    in the forward's dtypes, and the result is the dense path's under the same autocast (to bf16 accuracy)."""
+    joiner, choose, enc, pred, targets, ll, tl = _setup(torch.float32)
+    params = [enc, pred, *joiner.parameters()] + ([*choose.parameters()] if loss == "ssnt" else [])
+    kwargs = {"choose_head": choose} if loss == "ssnt" else {}
+
+    def under_autocast(fn):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            value = fn()
+        return value.detach(), torch.autograd.grad(value.sum(), params, allow_unused=True)
+
+    dense = under_autocast(lambda: _dense(loss, joiner, choose, enc, pred, targets, ll, tl, "sum"))
+    fused = under_autocast(lambda: seqloss.fused_transducer_loss(joiner, enc, pred, targets, ll, tl, loss=loss,
+                                                                 blank=0, reduction="sum", chunk_size=4, **kwargs))
+    torch.testing.assert_close(fused[0], dense[0], rtol=2e-2, atol=2e-2)
+    for got, want in zip(fused[1], dense[1]):
+        torch.testing.assert_close(got, want, rtol=5e-2, atol=5e-2)
