@@ -141,10 +141,13 @@ def recompute_grads(loss_fn, inputs: Sequence[torch.Tensor], grad_losses: torch.
 
     The fast path computes gradients from lattice occupancies; when backward itself must be
     differentiable (create_graph=True), the forward recursion is re-run under autograd instead.
+    Inputs that do not require grad (e.g. a fixed SSNT choose tensor) get None.
     """
     with torch.enable_grad():
         losses = loss_fn(*inputs)
-        return torch.autograd.grad(losses, list(inputs), grad_losses, create_graph=True, allow_unused=True)
+        wanted = [x for x in inputs if x.requires_grad]
+        grads = iter(torch.autograd.grad(losses, wanted, grad_losses, create_graph=True, allow_unused=True))
+        return tuple(next(grads) if x.requires_grad else None for x in inputs)
 
 
 def prepare_ctc(log_probs, targets, input_lengths, target_lengths, blank, reduction):

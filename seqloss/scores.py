@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import _backend, _checks
+from . import _backend, _checks, _zero_pages
 from ._lattice.semiring import NEG_INF
 from .packing import packed_cells, packed_to_padded
 
@@ -259,7 +259,32 @@ def log1mexp(q: torch.Tensor) -> torch.Tensor:
 def ssnt_token_scores(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """l_j(i) = log_probs[..., j, i, y_j]: (B, J, S, V) -> (B, J, S), or packed (sum J_b, S, V) -> (sum J_b, S)."""
     index = targets.unsqueeze(-1).unsqueeze(-1).expand(*targets.shape, log_probs.shape[-2], 1)
+    if log_probs.requires_grad and _zero_pages.worthwhile(log_probs.shape, log_probs.dtype, log_probs.device):
+        return _GatherIntoZeroPages.apply(log_probs, index)[..., 0]
     return log_probs.gather(-1, index)[..., 0]
+
+
+class _GatherIntoZeroPages(torch.autograd.Function):
+    """x.gather(-1, index), whose gradient (one entry per gathered row; nothing on the padded rows of a
+    dense input) is written into fresh zero pages (``_zero_pages.zeros``), non-zero entries only: the
+    pages of padded rows are never touched. Twice differentiable (the second time through ``scatter``)."""
+
+    @staticmethod
+    def forward(ctx, x, index):
+        ctx.save_for_backward(index)
+        ctx.shape = x.shape
+        return x.gather(-1, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the scatter stays in the graph
+            return torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device).scatter(-1, index, grad), None
+        out = _zero_pages.zeros(ctx.shape, grad.dtype, grad.device)
+        flat_grad, flat_index = grad.reshape(-1), index.reshape(-1)
+        rows = flat_grad.nonzero()[:, 0]  # NaN counts as non-zero
+        out.view(-1, ctx.shape[-1])[rows, flat_index[rows]] = flat_grad[rows]
+        return out, None
 
 
 def ssnt_padded_scores(token, choose, target_lengths, *, packed: bool):

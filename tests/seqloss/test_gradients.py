@@ -19,10 +19,12 @@ def _transducer_case(loss, packed=False, **kwargs):
     return lambda v: loss(v, targets, ll, tl, blank=0, reduction="mean", **kwargs), (logits.requires_grad_(),)
 
 
-def _ssnt_case(packed=False):
+def _ssnt_case(packed=False, fixed_choose=False):
     lp, tg, ch, sl, tl = ssnt_batch(3, 2, 2, 4, 3)
     if packed:
         lp, tg, ch = pack_rows(lp, tl), pack_rows(tg, tl), pack_rows(ch, tl)
+    if fixed_choose:  # only the token log-probs are differentiated (the choose scores are data)
+        return lambda a: seqloss.ssnt_loss(a, tg, ch, sl, tl, reduction="sum"), (lp.requires_grad_(),)
     return lambda a, b: seqloss.ssnt_loss(a, tg, b, sl, tl, reduction="sum"), (lp.requires_grad_(), ch.requires_grad_())
 
 
@@ -36,6 +38,7 @@ CASES = {
     "modified_no_final_blank": lambda: _transducer_case(seqloss.modified_rnnt_loss, final_blank=False),
     "ssnt": lambda: _ssnt_case(),
     "ssnt_packed": lambda: _ssnt_case(packed=True),
+    "ssnt_fixed_choose": lambda: _ssnt_case(fixed_choose=True),
 }
 
 

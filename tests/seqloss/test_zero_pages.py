@@ -79,3 +79,39 @@ def test_ctc_gradient_leaves_padded_frames_untouched():
     reference = seqloss.ctc_loss(log_probs, targets, input_lengths, target_lengths, reduction="sum", backend="torch")
     (expected,) = torch.autograd.grad(reference, log_probs)
     torch.testing.assert_close(grad, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_ssnt_dense_gradient_leaves_padded_rows_untouched():
+    """SSNT's V-wide gradient comes from the token gather's backward: above 32 MiB it is written into
+    fresh zero pages, one entry per valid row, so the pages of padded target rows and frames stay
+    unmapped; the values are those of the packed input's gradient."""
+    torch.manual_seed(0)
+    B, J, S, V = 2, 20, 200, 1100  # 35 MB gradient, 4.4 KB rows; utterance 1 has 5 of 20 targets, 50 frames
+    source_lengths, target_lengths = torch.tensor([S, 50]), torch.tensor([J, 5])
+    log_probs = torch.randn(B, J, S, V).log_softmax(-1).requires_grad_()
+    targets = torch.randint(1, V, (B, J))
+    log_p_choose = torch.nn.functional.logsigmoid(torch.randn(B, J, S))
+    loss = seqloss.ssnt_loss(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, log_probs)
+
+    valid = (J * S + 5 * 50) / (B * J * S)  # rows (b, j, i) with j < J_b and i < S_b
+    resident = resident_fraction(grad)
+    assert resident < valid + 0.02, f"{resident:.3f} of the gradient's pages resident, valid rows are {valid:.3f}"
+
+    row_valid = (torch.arange(J)[None, :, None] < target_lengths[:, None, None]) & (
+        torch.arange(S)[None, None, :] < source_lengths[:, None, None])
+    assert torch.count_nonzero(grad[~row_valid]) == 0
+    b, j = (torch.arange(J)[None, :] < target_lengths[:, None]).nonzero(as_tuple=True)
+    rows = log_probs.detach()[b, j].requires_grad_()  # packed (sum_b J_b, S, V)
+    packed_loss = seqloss.ssnt_loss(rows, targets[b, j], log_p_choose[b, j], source_lengths, target_lengths,
+                                    reduction="sum")
+    (packed_grad,) = torch.autograd.grad(packed_loss, rows)
+    torch.testing.assert_close(grad[b, j], packed_grad, rtol=0, atol=0)
+
+    # create_graph keeps the gather's backward differentiable (a plain scatter; the lattice's gradient is
+    # then recomputed through autograd, so equal to float32 rounding)
+    (again,) = torch.autograd.grad(
+        seqloss.ssnt_loss(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction="sum"),
+        log_probs, create_graph=True)
+    assert again.requires_grad
+    torch.testing.assert_close(again.detach(), grad, rtol=1e-4, atol=1e-4)

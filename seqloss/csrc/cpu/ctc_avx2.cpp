@@ -33,7 +33,7 @@ struct FlushDenormals {
 // m + log(1 + exp(mid - m) + exp(low - m)), m the maximum (the value of ctc_cell, summed in another order;
 // exp and log inlined, vec_ops.h).
 template <typename V>
-V ctc_cell2(V e, V a, V b, V c) {
+__attribute__((always_inline)) inline V ctc_cell2(V e, V a, V b, V c) {
   const V high_ab = vmax(a, b);
   const V m = vmax(high_ab, c);
   const V mid = vmin(high_ab, c);

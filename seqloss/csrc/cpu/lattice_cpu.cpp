@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <tuple>
 #include <vector>
 
@@ -243,9 +244,35 @@ std::tuple<at::Tensor, at::Tensor> ctc_loss_cpu(const at::Tensor& log_probs_in, 
     T_* gp = gamma.data_ptr<T_>();
     T_* out = log_p.data_ptr<T_>();
     const bool avx2 = cpu_has_avx2();
+    // every utterance's emissions e_t(s), gathered in the memory order of log_probs (frame-major): the
+    // rows of one utterance are B * V apart, a cache (and, for large B * V, TLB) miss each if read
+    // utterance by utterance
+    std::vector<int64_t> offset(B + 1, 0), labs(B * S);
+    for (int64_t b = 0; b < B; ++b) {
+      offset[b + 1] = offset[b] + il[b] * (2 * tl[b] + 1);
+      extended_labels(yp + b * targets.size(1), tl[b], blank, labs.data() + b * S);
+    }
+    std::unique_ptr<T_[]> emissions(new T_[offset[B]]);  // every element is written below
+    std::vector<char> bad(B, 0);
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {  // utterances [begin, end), frame by frame
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t b = begin; b < end; ++b) {
+          if (t >= il[b]) continue;
+          const int64_t states = 2 * tl[b] + 1;
+          const T_* row = xp + (t * B + b) * V;
+          const int64_t* lab = labs.data() + b * S;
+          T_* et = emissions.get() + offset[b] + t * states;
+          bool flag = false;
+          for (int64_t s = 0; s < states; ++s) {
+            et[s] = row[lab[s]];
+            flag |= !(et[s] < std::numeric_limits<T_>::infinity());  // NaN or +inf
+          }
+          bad[b] |= flag;
+        }
+      }
+    });
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T_> e, work(ctc_work_size(S));
-      std::vector<int64_t> lab(S);
+      std::vector<T_> work(ctc_work_size(S));
       for (int64_t b = begin; b < end; ++b) {
         const int64_t frames = il[b], states = 2 * tl[b] + 1;
         T_* g = gp + b * S;
@@ -257,26 +284,15 @@ std::tuple<at::Tensor, at::Tensor> ctc_loss_cpu(const at::Tensor& log_probs_in, 
           out[b] = tl[b] == 0 ? T_(0) : neg_inf<T_>();
           continue;
         }
-        extended_labels(yp + b * targets.size(1), tl[b], blank, lab.data());
-        e.resize(frames * states);
-        bool bad = false;
-        for (int64_t t = 0; t < frames; ++t) {
-          const T_* row = xp + (t * B + b) * V;
-          T_* et = e.data() + t * states;
-          for (int64_t s = 0; s < states; ++s) {
-            et[s] = row[lab[s]];
-            bad |= !(et[s] < std::numeric_limits<T_>::infinity());  // NaN or +inf
-          }
-        }
-        if (bad) {
+        if (bad[b]) {
           for (int64_t t = 0; t < frames; ++t) std::fill(g + t * B * S, g + t * B * S + states, T_(NAN));
           out[b] = T_(NAN);
           continue;
         }
-        out[b] =
-            avx2 ? ctc_occupancy_utterance_avx2(e.data(), states, lab.data(), frames, states, blank, g, B * S,
-                                                work.data())
-                 : ctc_occupancy_utterance(e.data(), states, lab.data(), frames, states, blank, g, B * S, work.data());
+        const T_* e = emissions.get() + offset[b];
+        const int64_t* lab = labs.data() + b * S;
+        out[b] = avx2 ? ctc_occupancy_utterance_avx2(e, states, lab, frames, states, blank, g, B * S, work.data())
+                      : ctc_occupancy_utterance(e, states, lab, frames, states, blank, g, B * S, work.data());
       }
     });
   });
