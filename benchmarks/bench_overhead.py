@@ -15,8 +15,9 @@ Peers: torchaudio's ``rnnt_loss`` and, where importable, optimized_transducer's 
 (``from_log_softmax=False``: log-softmax inside, as seqloss and torchaudio; packed logits of the
 valid cells, made once outside the timing) for RNN-T; torch's ``F.ctc_loss`` for CTC; for SSNT,
 where importable, ssnt-loss's ``ssnt_loss_mem`` (pure PyTorch, target rows packed: (sum_b J_b, S, V)
-log-probs and the choose logits, made once outside the timing). For SSNT seqloss runs twice: on the
-dense (B, J, S, V) input ("seqloss") and on the same packed rows as the peer ("seqloss packed").
+log-probs and the choose logits, made once outside the timing). For RNN-T and SSNT seqloss runs
+twice: on the dense padded input ("seqloss") and on the same packed rows as the peer ("seqloss
+packed"), which shows what the padded cells of the dense input cost.
 How to make the two peers importable: docs/kernels.md, "Benchmark peers".
 """
 import argparse
@@ -81,14 +82,18 @@ def implementations(loss, leaves, rest, peers=True):
             "torchaudio": grad_of(lambda x, tg, ll, tl: torchaudio.functional.rnnt_loss(x, tg, ll, tl, blank=0,
                                                                                         reduction="sum"), leaves),
         }
+        # the valid rows only, packed (sum_b T_b (U_b+1), V), made once here: seqloss on them ("seqloss
+        # packed", to compare with its dense input) and optimized_transducer, which writes the gradient over
+        # them (from the second call on it runs on the previous gradient: same cost)
+        (x,), (_, ll, tl) = leaves, rest
+        packed = torch.cat([x[b, : ll[b], : tl[b] + 1].reshape(-1, x.shape[-1]) for b in range(x.shape[0])])
+        impls["seqloss packed"] = grad_of(lambda p, tg, ll, tl: seqloss.rnnt_loss(p, tg, ll, tl, blank=0,
+                                                                                  reduction="sum", backend="native"),
+                                          (packed.detach().requires_grad_(),))
         try:
             import optimized_transducer
         except ImportError:
             return impls
-        # optimized_transducer takes the valid rows only, packed (sum_b T_b (U_b+1), V), made once here; it
-        # writes the gradient over them (from the second call on it runs on the previous gradient: same cost)
-        (x,), (_, ll, tl) = leaves, rest
-        packed = torch.cat([x[b, : ll[b], : tl[b] + 1].reshape(-1, x.shape[-1]) for b in range(x.shape[0])])
         impls["optimized_transducer"] = grad_of(
             lambda p, tg, ll, tl: optimized_transducer.transducer_loss(p, tg, ll, tl, blank=0, from_log_softmax=False,
                                                                        reduction="sum"),

@@ -18,7 +18,7 @@ MIN_BYTES = 32 << 20
 
 
 def _nbytes(shape, dtype: torch.dtype) -> int:
-    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    return math.prod(shape) * dtype.itemsize
 
 
 def worthwhile(shape, dtype: torch.dtype, device) -> bool:
