@@ -3,12 +3,14 @@
 A ragged batch's (B, T, U+1, V) RNN-T gradient (or (T, B, V) CTC gradient) is zero on every padded
 cell. At 32 MiB and above the ops take the gradient straight from mmap, whose pages are already zero,
 and skip those cells; their pages are then never faulted in. Checked here with mincore(2), which
-says which pages of the gradient are resident, before anything reads it; then the values: padded cells
+says which pages of the gradient are resident, before anything reads it (at most those holding a
+valid row; where transparent huge pages are "always", those in a 2 MiB page holding one); then the values: padded cells
 exactly zero, valid cells bit for bit those of the packed input (RNN-T) or equal to the torch backend's
 in float64 (CTC)."""
 import ctypes
 import mmap
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +24,9 @@ pytestmark = [
 ]
 
 PAGE = mmap.PAGESIZE
+_THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+# with transparent huge pages "always", a first write maps a whole 2 MiB page
+GRANULE = 2 << 20 if _THP.exists() and "[always]" in _THP.read_text() else PAGE
 
 
 def resident_fraction(tensor):
@@ -37,6 +42,18 @@ def resident_fraction(tensor):
     return sum(v & 1 for v in vec) / pages
 
 
+def written_fraction(tensor, row_valid):
+    """Upper bound on resident_fraction(tensor) if only the rows where `row_valid` is set (rows of equal size,
+    in memory order) are written: the fraction of its pages inside a GRANULE that holds part of such a row."""
+    row_bytes = tensor.nbytes // row_valid.numel()
+    start = tensor.data_ptr()
+    rows = row_valid.flatten().nonzero()[:, 0]
+    first, last = (start + rows * row_bytes) // GRANULE, (start + (rows + 1) * row_bytes - 1) // GRANULE
+    touched = {g for a, b in zip(first.tolist(), last.tolist()) for g in range(a, b + 1)}
+    pages = range(start // PAGE, (start + tensor.nbytes - 1) // PAGE + 1)
+    return sum(page * PAGE // GRANULE in touched for page in pages) / len(pages)
+
+
 def test_rnnt_dense_gradient_leaves_padded_cells_untouched():
     torch.manual_seed(0)
     B, T, U, V = 2, 200, 100, 500  # 80 MB gradient; utterance 1 covers 60 x 21 of the 200 x 101 cells
@@ -46,12 +63,12 @@ def test_rnnt_dense_gradient_leaves_padded_cells_untouched():
     loss = seqloss.rnnt_loss(logits, targets, frames, labels, blank=0, reduction="sum", backend="native")
     (grad,) = torch.autograd.grad(loss, logits)
 
-    valid = (1 + 60 * 21 / (T * (U + 1))) / B
-    resident = resident_fraction(grad)
-    assert resident < valid + 0.02, f"{resident:.3f} of the gradient's pages resident, valid cells are {valid:.3f}"
-
     cell_valid = (torch.arange(T)[None, :, None] < frames[:, None, None].long()) & (
         torch.arange(U + 1)[None, None, :] <= labels[:, None, None].long())
+    resident, written = resident_fraction(grad), written_fraction(grad, cell_valid)
+    assert written < 0.6 or GRANULE != PAGE  # on 4 KiB pages the padding is a large share of them
+    assert resident < written + 0.02, f"{resident:.3f} of the gradient's pages resident, valid cells {written:.3f}"
+
     assert torch.count_nonzero(grad[~cell_valid]) == 0
     rows = logits.detach()[cell_valid].requires_grad_()  # packed (sum_b T_b (U_b+1), V), b, t, u order
     packed_loss = seqloss.rnnt_loss(rows, targets, frames, labels, blank=0, reduction="sum", backend="native")
@@ -71,9 +88,10 @@ def test_ctc_gradient_leaves_padded_frames_untouched():
     loss = seqloss.ctc_loss(log_probs, targets, input_lengths, target_lengths, reduction="sum", backend="native")
     (grad,) = torch.autograd.grad(loss, log_probs)
 
-    valid = (T + 100) / (T * B)  # rows (t, b) with t < input_lengths[b]; each row is 8 pages
-    resident = resident_fraction(grad)
-    assert resident < valid + 0.02, f"{resident:.3f} of the gradient's pages resident, valid rows are {valid:.3f}"
+    row_valid = torch.arange(T)[:, None] < input_lengths[None, :]  # rows (t, b); each row is 8 pages
+    resident, written = resident_fraction(grad), written_fraction(grad, row_valid)
+    assert written < 0.6 or GRANULE != PAGE
+    assert resident < written + 0.02, f"{resident:.3f} of the gradient's pages resident, valid rows {written:.3f}"
 
     assert torch.count_nonzero(grad[100:, 1]) == 0
     reference = seqloss.ctc_loss(log_probs, targets, input_lengths, target_lengths, reduction="sum", backend="torch")
@@ -94,12 +112,11 @@ def test_ssnt_dense_gradient_leaves_padded_rows_untouched():
     loss = seqloss.ssnt_loss(log_probs, targets, log_p_choose, source_lengths, target_lengths, reduction="sum")
     (grad,) = torch.autograd.grad(loss, log_probs)
 
-    valid = (J * S + 5 * 50) / (B * J * S)  # rows (b, j, i) with j < J_b and i < S_b
-    resident = resident_fraction(grad)
-    assert resident < valid + 0.02, f"{resident:.3f} of the gradient's pages resident, valid rows are {valid:.3f}"
-
     row_valid = (torch.arange(J)[None, :, None] < target_lengths[:, None, None]) & (
-        torch.arange(S)[None, None, :] < source_lengths[:, None, None])
+        torch.arange(S)[None, None, :] < source_lengths[:, None, None])  # rows (b, j, i)
+    resident, written = resident_fraction(grad), written_fraction(grad, row_valid)
+    assert written < 0.6 or GRANULE != PAGE
+    assert resident < written + 0.02, f"{resident:.3f} of the gradient's pages resident, valid rows {written:.3f}"
     assert torch.count_nonzero(grad[~row_valid]) == 0
     b, j = (torch.arange(J)[None, :] < target_lengths[:, None]).nonzero(as_tuple=True)
     rows = log_probs.detach()[b, j].requires_grad_()  # packed (sum_b J_b, S, V)
