@@ -222,9 +222,10 @@ void extended_labels(const int64_t* y, int64_t labels, int64_t blank, int64_t* l
 }
 
 // log P (B,) and the state occupancies gamma (T, B, 2L+1) = d log P / d e, as ctc_occupancy on the
-// emissions of seqloss.scores.ctc_emissions, without building them: each utterance gathers its own
-// e_t(s) = log_probs[t, b, l'_s] (t < T_b, s < 2 L_b + 1) into a scratch block. An utterance with a
-// NaN or +inf among those scores gets log P and gamma NaN (on its frames); gamma is 0 elsewhere.
+// emissions of seqloss.scores.ctc_emissions, without building the padded tensor: the e_t(s) =
+// log_probs[t, b, l'_s] (t < T_b, s < 2 L_b + 1) of every utterance are gathered in one frame-major pass
+// into a block per utterance. An utterance with a NaN or +inf among those scores gets log P and gamma NaN
+// (on its frames); gamma is 0 elsewhere.
 std::tuple<at::Tensor, at::Tensor> ctc_loss_cpu(const at::Tensor& log_probs_in, const at::Tensor& targets_in,
                                                 const at::Tensor& input_lengths_in, const at::Tensor& target_lengths_in,
                                                 int64_t blank) {
