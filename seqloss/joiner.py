@@ -151,6 +151,7 @@ def _chunked_scores(spec, enc_proj, pred_proj):
                 blank_logit = logits[:, blank].clone()
             # log-sum-exp in place: the logits are not needed after it
             peak = logits.amax(dim=-1)
+            peak = torch.where(torch.isfinite(peak), peak, 0.0)  # rows of +-inf: as torch.logsumexp
             chunk_lse = logits.sub_(peak[:, None]).exp_().sum(dim=-1).log_().add_(peak).view(b.numel(), columns)
             lse[b, t] = chunk_lse
             emit_scores[b, t] = emit.view_as(chunk_lse) - chunk_lse
@@ -201,8 +202,13 @@ class _FusedJoinerLoss(torch.autograd.Function):
         dtype = lse.dtype
         column_targets = _column_targets(spec["targets"], columns, ssnt)
         linear = _linear_output(joiner, enc_proj, pred_proj)
-        by_hand = [] if linear is None else [p for p in linear if p is not None]
-        others = [i for i, p in enumerate(params) if not any(p is q for q in by_hand)]
+        if linear is not None:  # positions in params of the output layer's weight and bias (or None)
+            weight, bias = linear
+            weight_at = _index_of(params, weight)
+            bias_at = None if bias is None else _index_of(params, bias)
+        by_hand = () if linear is None else (weight_at, bias_at)
+        others = [i for i in range(len(params)) if i not in by_hand]  # differentiated by autograd
+        clamped = clamp > 0 and not ssnt  # unclamped, the upstream gradient is folded into the coefficients
         grad_enc = torch.zeros_like(enc_proj)
         grad_pred = torch.zeros_like(pred_proj)
         grad_params = [torch.zeros_like(p) for p in params]
@@ -215,8 +221,7 @@ class _FusedJoinerLoss(torch.autograd.Function):
                 e = enc_proj[b, t].detach().unsqueeze(1).requires_grad_()  # (N, 1, H)
                 p = pred_proj[b].detach().requires_grad_()  # (N, C, H)
                 hidden = joiner.hidden(e, p)
-                logits = hidden if linear else joiner.output(hidden)
-                outputs = [logits]
+                outputs = [hidden if linear else joiner.output(hidden)]  # what autograd goes back from
                 if ssnt:
                     log_p_choose = choose_head(hidden)
                     outputs.append(log_p_choose)
@@ -225,19 +230,17 @@ class _FusedJoinerLoss(torch.autograd.Function):
                 if linear:
                     g = _output_logits(spec, linear, hidden.detach(), buffer, dtype)
                 else:
-                    g = logits.detach().to(dtype).reshape(rows, -1).clone()
+                    g = outputs[0].detach().to(dtype).reshape(rows, -1).clone()
                 g.sub_(lse[b, t].reshape(rows, 1)).exp_()  # softmax
                 emit_occ = d_emit[b, t].reshape(rows, 1)  # d loss / d emit score (already carries the sign)
                 index = column_targets[b].reshape(rows, 1)
-                clamped = clamp > 0 and not ssnt
-                fold = not clamped  # no clamp: the upstream gradient goes into the coefficients
-                if fold:
+                if not clamped:
                     emit_occ = emit_occ * scale
                 if ssnt:
                     g.mul_(-emit_occ)
                 else:
                     blank_occ = d_blank[b, t].reshape(rows, 1)
-                    if fold:
+                    if not clamped:
                         blank_occ = blank_occ * scale
                     g.mul_(-(blank_occ + emit_occ))
                     g[:, blank] += blank_occ[:, 0]
@@ -245,14 +248,12 @@ class _FusedJoinerLoss(torch.autograd.Function):
                 if clamped:
                     g.clamp_(-clamp, clamp).mul_(scale)
                 if linear:
-                    weight, bias = linear
-                    h2d = hidden.detach().reshape(rows, -1)
-                    grad_params[_index_of(params, weight)].addmm_(g.t(), h2d)
+                    grad_params[weight_at].addmm_(g.t(), hidden.detach().reshape(rows, -1))
                     if bias is not None:
-                        grad_params[_index_of(params, bias)] += g.sum(0)
+                        grad_params[bias_at] += g.sum(0)
                     grads_out = [torch.mm(g, weight).view_as(hidden)]
                 else:
-                    grads_out = [g.view_as(logits).to(logits.dtype)]
+                    grads_out = [g.view_as(outputs[0]).to(outputs[0].dtype)]
             if ssnt:
                 grads_out.append(grad_choose)
             leaves = [e, p] + [params[i] for i in others]
