@@ -79,8 +79,8 @@ def lm_votes(utts: dict, lm) -> Counter:
     for pairs in utts.values():
         if all(r == h for r, h in pairs) or any(r is None or h is None for r, h in pairs):
             continue
-        ref = [r.lower() for r, _ in pairs]
-        hyp = [h.lower() for _, h in pairs]
+        ref = [r for r, _ in pairs]  # normalised as the LM's training transcripts are
+        hyp = [h for _, h in pairs]
         margin = (lm.sentence_score(ref) - lm.sentence_score(hyp)) * math.log(10)
         votes["reference" if margin > 0.01 else "hypothesis" if margin < -0.01 else "tie"] += 1
         votes["margins"] += margin

@@ -52,7 +52,7 @@ def test_headroom_splits_errors_by_slot(tmp_path, capsys):
 
 def test_headroom_lm_votes_follow_the_lm(tmp_path, capsys):
     # an LM that has seen "alice found the cat" but never "the dog" prefers the reference in u1
-    lm = build_word_lm(["alice found the cat", "tom found the cat", "dog ran"], tmp_path / "lm", 3)
+    lm = build_word_lm(["ALICE FOUND THE CAT", "TOM FOUND THE CAT", "DOG RAN"], tmp_path / "lm", 3)
     errs = _errs(tmp_path, [("u1", "ALICE FOUND THE CAT", "ALICE FOUND THE DOG"),
                             ("u2", "DOG RAN", "CAT RAN"),
                             ("u3", "TOM RAN QUICKLY", "TOM RAN")])  # a deletion: not voted on
