@@ -111,7 +111,8 @@ def main(argv=None) -> None:
             v = lm_votes(utts, lm)
             k = v["reference"] + v["hypothesis"] + v["tie"]
             if k:
-                print(f"  {k} utterances with substitutions only: the n-gram prefers the reference in {v['reference']}, "
+                print(f"  {k} utterances with substitutions only: the n-gram prefers the reference in "
+                      f"{v['reference']}, "
                       f"the hypothesis in {v['hypothesis']}, ties {v['tie']} (mean ln P(ref) - ln P(hyp) "
                       f"{v['margins'] / k:+.2f})")
 

@@ -46,7 +46,8 @@ def markdown(rows: dict[str, dict]) -> str:
     def pct(x, bold=False):
         return "-" if x is None else (f"**{100 * x:.2f}%**" if bold else f"{100 * x:.2f}%")
 
-    lines = ["| loss | steps | test greedy | test beam 4 | test beam + LM (λ, β chosen on dev) | dev WER of that point |",
+    lines = ["| loss | steps | test greedy | test beam 4 | test beam + LM (λ, β chosen on dev) "
+             "| dev WER of that point |",
              "|---|---|---|---|---|---|"]
     for loss, r in rows.items():
         best = min((r[k] for k in ("greedy", "beam", "beam_lm") if r[k] is not None), default=None)
