@@ -12,7 +12,9 @@ This script splits every error of an ``errs-*.txt`` file (written by decode.py) 
 * same-slot substitutions: reference and hypothesis word are in one slot's word list;
 * other substitutions, deletions, insertions (what an LM and a word bonus can act on),
 
-and prints the WER left if every error of the second kind were fixed: a floor for any LM. With
+and prints the WER left if every error of the second kind were fixed: a floor for any LM. A word
+in two slots (ORANGE, THE) makes a pair same-slot through either, so the count can be a few too
+high where the sentence used the other slot. With
 ``--lm`` (an ARPA file, e.g. the one ``decoding=beam_lm`` estimated under the corpus's cache) it also
 counts, over the utterances whose only errors are substitutions, how often that n-gram gives the
 reference a higher log-probability than the hypothesis.
