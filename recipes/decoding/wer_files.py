@@ -8,10 +8,13 @@ For a test set ``<set>`` and a settings suffix ``<suffix>`` (e.g. ``greedy_epoch
 * ``wer-summary-<set>-<suffix>.txt``  one line: settings and WER;
 * ``results-<set>-<suffix>.json`` WER, CER, counts, utterances, real-time factor, device and settings.
 
+:func:`read_alignments` reads the per-utterance alignments of an ``errs-*.txt`` file back.
+
 References and hypotheses are normalised with the one normaliser (``recipes.data.text``) and
 scored with the same alignment code as ``val/wer`` (``recipes.metrics.wer``).
 """
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -81,3 +84,32 @@ def write_results(out_dir, set_name: str, suffix: str, results, settings: dict |
     with open(out_dir / f"results-{stem}.json", "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+# one token of an errs file's alignment line: (REF->HYP) or (REF->*), [INSERTED], or a correct word
+_ALIGNED_TOKEN = re.compile(r"\(([^()\s]+)->([^()\s]+)\)|\[([^\[\]\s]+)\]|(\S+)")
+
+
+def read_alignments(errs_path) -> dict[str, list[tuple[str | None, str | None]]]:
+    """Utterance id -> its aligned (reference word, hypothesis word) pairs, None for the missing side,
+    from the PER-UTT DETAILS section of an ``errs-*.txt`` file written by :func:`write_results`.
+    Raises ValueError naming the file when it has no such section."""
+    text = Path(errs_path).read_text()
+    if "PER-UTT DETAILS" not in text:
+        raise ValueError(f"{errs_path}: not an errs-*.txt file of decode.py (no PER-UTT DETAILS section)")
+    details = text.split("PER-UTT DETAILS", 1)[1].split("\n", 1)[-1].split("\nSUBSTITUTIONS", 1)[0]
+    out = {}
+    for line in details.splitlines():
+        uid, sep, rendered = line.partition(":\t")
+        if not sep:
+            continue
+        pairs = []
+        for sub_ref, sub_hyp, inserted, word in _ALIGNED_TOKEN.findall(rendered):
+            if inserted:
+                pairs.append((None, inserted))
+            elif word:
+                pairs.append((word, word))
+            else:
+                pairs.append((sub_ref, None if sub_hyp == "*" else sub_hyp))
+        out[uid] = pairs
+    return out

@@ -21,15 +21,14 @@ reference a higher log-probability than the hypothesis.
 """
 import argparse
 import math
-import re
 import sys
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `recipes`
 from recipes.data.synthesis import _WORD  # noqa: E402
+from recipes.decoding.wer_files import read_alignments  # noqa: E402
 
-TOKEN = re.compile(r"\(([^()\s]+)->([^()\s]+)\)|\[([^\[\]\s]+)\]|(\S+)")
 SLOTS = [frozenset(w.upper() for w in words) for words in _WORD.values()]
 
 
@@ -40,25 +39,10 @@ def same_slot(ref: str, hyp: str) -> bool:
 
 def utterances(errs: Path) -> dict[str, list[tuple[str | None, str | None]]]:
     """utterance id -> aligned (ref, hyp) pairs (None for the missing side) from an errs file."""
-    text = errs.read_text()
-    if "PER-UTT DETAILS" not in text:
-        raise SystemExit(f"{errs}: not an errs-*.txt file of decode.py (no PER-UTT DETAILS section)")
-    details = text.split("PER-UTT DETAILS", 1)[1].split("\n", 1)[-1].split("\nSUBSTITUTIONS", 1)[0]
-    out = {}
-    for line in details.splitlines():
-        uid, sep, rendered = line.partition(":\t")
-        if not sep:
-            continue
-        pairs = []
-        for sub_ref, sub_hyp, inserted, word in TOKEN.findall(rendered):
-            if inserted:
-                pairs.append((None, inserted))
-            elif word:
-                pairs.append((word, word))
-            else:
-                pairs.append((sub_ref, None if sub_hyp == "*" else sub_hyp))
-        out[uid] = pairs
-    return out
+    try:
+        return read_alignments(errs)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def classify(utts: dict) -> Counter:

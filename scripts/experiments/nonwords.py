@@ -8,15 +8,13 @@ Reads the per-utterance alignments of an errs-*.txt file written by decode.py, w
 substitution is rendered "(REF->HYP)" and a deletion "(REF->*)".
 """
 import argparse
-import re
 import sys
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `recipes`
 from recipes.data.text import normalize_text  # noqa: E402
-
-SUBSTITUTION = re.compile(r"\(([^()\s]+)->([^()\s]+)\)")
+from recipes.decoding.wer_files import read_alignments  # noqa: E402
 
 
 def training_words(corpus: Path) -> set[str]:
@@ -34,12 +32,11 @@ def training_words(corpus: Path) -> set[str]:
 
 def substitutions(errs: Path) -> Counter:
     """(ref, hyp) -> count over the PER-UTT DETAILS section of an errs file."""
-    text = errs.read_text()
-    if "PER-UTT DETAILS" not in text:
-        raise SystemExit(f"{errs}: not an errs-*.txt file of decode.py (no PER-UTT DETAILS section)")
-    details = text.split("PER-UTT DETAILS", 1)[1].split("\n", 1)[-1]  # past the legend line
-    details = details.split("\nSUBSTITUTIONS", 1)[0]
-    return Counter((r, h) for r, h in SUBSTITUTION.findall(details) if h != "*")
+    try:
+        alignments = read_alignments(errs)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    return Counter((r, h) for pairs in alignments.values() for r, h in pairs if r and h and r != h)
 
 
 def main(argv=None) -> None:

@@ -4,7 +4,7 @@ import json
 import jiwer
 import pytest
 
-from recipes.decoding.wer_files import write_results
+from recipes.decoding.wer_files import read_alignments, write_results
 
 CASES = [
     ("u1", "the cat sat on the mat", "the cat sat on mat"),
@@ -42,3 +42,12 @@ def test_files_are_named_by_settings_and_formatted(tmp_path):
     summary = json.loads((tmp_path / "results-test-greedy_epoch-3.json").read_text())
     assert summary["settings"] == {"decoding": "greedy"} and summary["real_time_factor"] == 0.01
     assert (tmp_path / "wer-summary-test-beam_4_epoch-3.txt").read_text().splitlines()[1].startswith("beam_4_epoch-3\t")
+
+
+def test_read_alignments_reads_back_what_write_results_wrote(tmp_path):
+    write_results(tmp_path, "test", "x", [("u1", "A B C", "A X C D"), ("u2", "A B", "B"), ("u3", "A", "A")])
+    alignments = read_alignments(tmp_path / "errs-test-x.txt")
+    assert alignments == {"u1": [("A", "A"), ("B", "X"), ("C", "C"), (None, "D")],
+                          "u2": [("A", None), ("B", "B")], "u3": [("A", "A")]}
+    with pytest.raises(ValueError, match="recogs-test-x.txt: not an errs"):
+        read_alignments(tmp_path / "recogs-test-x.txt")
